@@ -1,0 +1,280 @@
+//! The handle an application keeps: builds the layer, and gives handlers the
+//! same client the layer uses, so the tutorial's hand-written calls (`incr`,
+//! `count`, `decr`, `gauge`, gauge deltas, `set`, timers) take the same
+//! aggregated, non-blocking way to the daemon.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use cadence::{MetricSink, StatsdClient};
+use pin_project_lite::pin_project;
+
+use crate::config::{ConfigError, StatsdBuilder, Transport};
+use crate::layer::StatsdLayer;
+use crate::naming::{sanitize_dotted, NamingMode};
+use crate::sink::{AggregatingSink, Event, TcpSink, UdpSink};
+
+/// A StatsD client with client-side aggregation, and the factory of
+/// [`StatsdLayer`]s.
+///
+/// Cheap to clone; every clone feeds the same background sender. It
+/// dereferences to cadence's [`StatsdClient`], so all of cadence's metric
+/// traits work on it:
+///
+/// ```
+/// use cadence::prelude::*;
+/// use tower_statsd::Statsd;
+///
+/// let statsd = Statsd::builder().prefix("statstest").build()?;
+/// statsd.incr("root.called").ok();             // statstest.root.called:1|c
+/// statsd.count("root.called", 10).ok();        // incremented by ten
+/// statsd.decr("root.called").ok();
+/// statsd.gauge("resources.memory", 4128).ok(); // absolute
+/// statsd.gauge_delta("resources.memory", -128.0);
+/// statsd.set("user", 123).ok();
+/// let answer = statsd.time("work", || 6 * 7);  // float ms, like @statsd.timer
+/// assert_eq!(answer, 42);
+/// # Ok::<(), tower_statsd::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct Statsd {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: StatsdClient,
+    sink: AggregatingSink,
+    prefix: String,
+    naming: NamingMode,
+}
+
+impl std::fmt::Debug for Statsd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statsd")
+            .field("prefix", &self.inner.prefix)
+            .field("naming", &self.inner.naming)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Statsd {
+    /// A builder with pystatsd's defaults.
+    pub fn builder() -> StatsdBuilder {
+        StatsdBuilder::new()
+    }
+
+    /// Built from the `STATSD_*` environment (see [`StatsdBuilder`]).
+    ///
+    /// A host that does not resolve yet is not an error: it is retried in
+    /// the background, and metrics flow once it resolves.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        StatsdBuilder::from_env()?.build()
+    }
+
+    /// A new [`StatsdLayer`] reporting through this client.
+    pub fn layer(&self) -> StatsdLayer {
+        StatsdLayer::new(self.clone())
+    }
+
+    /// The aggregating sink behind this client.
+    pub fn sink(&self) -> &AggregatingSink {
+        &self.inner.sink
+    }
+
+    /// The prefix, sanitized, without a trailing dot.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    pub(crate) fn naming_mode(&self) -> NamingMode {
+        self.inner.naming
+    }
+
+    /// Sends everything buffered now and waits until it is written (at most
+    /// five seconds). Call it on graceful shutdown, after the server has
+    /// stopped taking requests. Returns `false` on timeout.
+    pub fn flush(&self) -> bool {
+        self.inner.sink.flush()
+    }
+
+    /// Changes a gauge by `delta` (`key:+3|g`) instead of setting it.
+    ///
+    /// A lost packet makes a delta gauge drift; prefer absolute values.
+    pub fn gauge_delta(&self, key: &str, delta: f64) {
+        if delta.is_finite() {
+            self.send_line(key, &format!("{delta:+}|g"));
+        }
+    }
+
+    /// Records a timing in float milliseconds (`key:0.312|ms`), unlike
+    /// cadence's `Duration` timer, which truncates to whole milliseconds.
+    pub fn timing_ms(&self, key: &str, ms: f64) {
+        if ms.is_finite() && ms >= 0.0 {
+            self.send_line(key, &format!("{ms:.3}|ms"));
+        }
+    }
+
+    /// Times `f` under `key`, in float milliseconds: the role of the
+    /// tutorial's `@statsd.timer` decorator. The time is recorded also when
+    /// `f` returns an error or panics.
+    pub fn time<T>(&self, key: &str, f: impl FnOnce() -> T) -> T {
+        let _timer = self.start_timer(key);
+        f()
+    }
+
+    /// Times a future from its first poll to its completion (or to its drop,
+    /// if it never completes), in float milliseconds.
+    ///
+    /// ```
+    /// # async fn demo(statsd: tower_statsd::Statsd) {
+    /// let rows = statsd.time_future("db.query", async { 3 }).await;
+    /// # }
+    /// ```
+    pub fn time_future<F: Future>(&self, key: &str, future: F) -> Timed<F> {
+        Timed { inner: future, statsd: self.clone(), key: key.into(), timer: None }
+    }
+
+    /// A guard that records the time from now to its drop under `key`.
+    pub fn start_timer(&self, key: &str) -> TimerGuard {
+        TimerGuard { statsd: self.clone(), key: key.into(), start: Instant::now() }
+    }
+
+    fn send_line(&self, key: &str, value_and_type: &str) {
+        let key = sanitize_dotted(key);
+        let line = if self.inner.prefix.is_empty() {
+            format!("{key}:{value_and_type}")
+        } else {
+            format!("{}.{key}:{value_and_type}", self.inner.prefix)
+        };
+        self.inner.sink.send(Event::Line(line));
+    }
+}
+
+impl Deref for Statsd {
+    type Target = StatsdClient;
+
+    fn deref(&self) -> &StatsdClient {
+        &self.inner.client
+    }
+}
+
+impl StatsdBuilder {
+    /// Starts the background sender on the configured transport and returns
+    /// the client.
+    ///
+    /// Fails only on a configuration that cannot work or when no local socket
+    /// can be opened; an unreachable or unresolvable daemon is not an error.
+    pub fn build(self) -> Result<Statsd, ConfigError> {
+        self.validate()?;
+        match &self.transport {
+            Transport::Udp => {
+                let udp = UdpSink::new(self.host.clone(), self.port, self.ipv6)?;
+                self.build_with(udp)
+            }
+            Transport::Tcp => {
+                let tcp = TcpSink::new(self.host.clone(), self.port);
+                self.build_with(tcp)
+            }
+            #[cfg(unix)]
+            Transport::Unix(path) => {
+                let socket = std::os::unix::net::UnixDatagram::unbound()?;
+                let unix = cadence::UnixMetricSink::from(path, socket);
+                self.build_with(unix)
+            }
+            #[cfg(not(unix))]
+            Transport::Unix(_) => Err(ConfigError::Io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "Unix datagram sockets exist only on Unix",
+            ))),
+        }
+    }
+
+    /// Like [`build`](Self::build), but packets go to `transport`, any cadence
+    /// [`MetricSink`] (one `emit` per packet); host, port and transport
+    /// settings are ignored.
+    ///
+    /// ```
+    /// use cadence::SpyMetricSink;
+    /// use tower_statsd::Statsd;
+    ///
+    /// let (packets, spy) = SpyMetricSink::new();
+    /// let statsd = Statsd::builder().prefix("app").build_with(spy)?;
+    /// statsd.timing_ms("work", 0.3);
+    /// statsd.flush();
+    /// assert_eq!(packets.try_recv().unwrap(), b"app.work:0.3|ms");
+    /// # Ok::<(), tower_statsd::ConfigError>(())
+    /// ```
+    pub fn build_with<T>(self, transport: T) -> Result<Statsd, ConfigError>
+    where
+        T: MetricSink + Send + Sync + 'static,
+    {
+        self.validate()?;
+        let prefix = sanitize_dotted(&self.prefix);
+        let dropped = if prefix.is_empty() {
+            "tower_statsd.dropped".to_owned()
+        } else {
+            format!("{prefix}.tower_statsd.dropped")
+        };
+        let sink = AggregatingSink::builder(transport)
+            .flush_interval(self.flush_interval)
+            .max_packet_size(self.max_udp_size)
+            .queue_capacity(self.queue_capacity)
+            .aggregate(self.aggregate)
+            .dropped_metric(dropped)
+            .build()?;
+        let client = StatsdClient::builder(&prefix, sink.clone())
+            .with_error_handler(|e| tracing::trace!(error = %e, "metric not queued"))
+            .build();
+        Ok(Statsd { inner: Arc::new(Inner { client, sink, prefix, naming: self.naming }) })
+    }
+}
+
+/// Records the time from its creation to its drop, in float milliseconds;
+/// made by [`Statsd::start_timer`]. Dropping it during a panic records too.
+#[derive(Debug)]
+#[must_use = "the time is recorded when the guard is dropped"]
+pub struct TimerGuard {
+    statsd: Statsd,
+    key: Box<str>,
+    start: Instant,
+}
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.statsd.timing_ms(&self.key, ms);
+    }
+}
+
+pin_project! {
+    /// A future timed by [`Statsd::time_future`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Timed<F> {
+        #[pin]
+        inner: F,
+        statsd: Statsd,
+        key: Box<str>,
+        timer: Option<TimerGuard>,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.timer.is_none() {
+            *this.timer = Some(this.statsd.start_timer(this.key));
+        }
+        let output = std::task::ready!(this.inner.poll(cx));
+        // Recorded here, on completion; a future dropped unfinished records
+        // when the guard is dropped with it.
+        this.timer.take();
+        Poll::Ready(output)
+    }
+}

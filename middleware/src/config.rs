@@ -1,0 +1,365 @@
+//! Configuration: a builder, filled from code or from the environment with
+//! pystatsd's `STATSD_*` names and defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::naming::NamingMode;
+
+/// pystatsd's default `STATSD_MAXUDPSIZE`.
+pub const DEFAULT_MAX_UDP_SIZE: usize = 512;
+/// The smallest packet size accepted: one metric line must fit.
+pub const MIN_MAX_UDP_SIZE: usize = 64;
+/// Default aggregation window; keep it at or below the daemon's flush interval.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default bound of the in-memory stage, in events (one event per request).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
+/// How packets reach the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// UDP to `host:port`, the StatsD default. The host is resolved lazily
+    /// and again later, so a daemon that is not up yet does not stop the app.
+    #[default]
+    Udp,
+    /// TCP to `host:port` (statsd's `tcp` server), reconnecting after errors.
+    Tcp,
+    /// A Unix datagram socket at this path.
+    Unix(PathBuf),
+}
+
+/// What went wrong while building a [`Statsd`](crate::Statsd); each message
+/// says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable could not be read.
+    #[error("{0}; see the configuration table in the tower-statsd README")]
+    Env(String),
+    /// An environment variable has a value outside what it accepts.
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    InvalidValue {
+        /// The variable, `STATSD_IPV6` say.
+        name: &'static str,
+        /// What it held.
+        value: String,
+        /// What it accepts.
+        expected: &'static str,
+    },
+    /// No host to send to.
+    #[error("the StatsD host is empty: set STATSD_HOST or call `.host(..)` (default: localhost)")]
+    EmptyHost,
+    /// Port 0 cannot be sent to.
+    #[error("the StatsD port is 0: set STATSD_PORT or call `.port(..)` (default: 8125)")]
+    ZeroPort,
+    /// The packet size cannot hold a metric line.
+    #[error("max UDP size {0} is too small: use at least {MIN_MAX_UDP_SIZE} bytes (default: 512; 1432 suits most LANs, 8932 jumbo frames)")]
+    MaxUdpSizeTooSmall(usize),
+    /// A zero flush interval would busy-loop.
+    #[error("the flush interval must be above zero: set STATSD_FLUSH_MS or call `.flush_interval(..)` (default: 1000 ms)")]
+    ZeroFlushInterval,
+    /// A zero queue would drop everything.
+    #[error("the queue capacity must be at least 1: set STATSD_QUEUE_CAPACITY or call `.queue_capacity(..)` (default: 65536)")]
+    ZeroQueueCapacity,
+    /// A Unix transport without a socket path.
+    #[error("STATSD_TRANSPORT=unix needs STATSD_SOCKET, the path of the daemon's datagram socket")]
+    MissingSocketPath,
+    /// The local socket or the background thread could not be created.
+    #[error("could not start the StatsD sender: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds a [`Statsd`](crate::Statsd). Defaults are pystatsd's.
+///
+/// | setter | env | default |
+/// |---|---|---|
+/// | [`host`](Self::host) | `STATSD_HOST` | `localhost` |
+/// | [`port`](Self::port) | `STATSD_PORT` | `8125` |
+/// | [`prefix`](Self::prefix) | `STATSD_PREFIX` | none |
+/// | [`max_udp_size`](Self::max_udp_size) | `STATSD_MAXUDPSIZE` | `512` |
+/// | [`ipv6`](Self::ipv6) | `STATSD_IPV6` | `0` |
+/// | [`flush_interval`](Self::flush_interval) | `STATSD_FLUSH_MS` | `1000` |
+/// | [`queue_capacity`](Self::queue_capacity) | `STATSD_QUEUE_CAPACITY` | `65536` |
+/// | [`aggregate`](Self::aggregate) | `STATSD_AGGREGATE` | `1` |
+/// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
+/// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_statsd::Statsd;
+///
+/// let statsd = Statsd::builder()
+///     .host("127.0.0.1")
+///     .port(8125)
+///     .prefix("statstest")
+///     .flush_interval(Duration::from_millis(500))
+///     .build()?;
+/// # Ok::<(), tower_statsd::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StatsdBuilder {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) prefix: String,
+    pub(crate) max_udp_size: usize,
+    pub(crate) ipv6: bool,
+    pub(crate) flush_interval: Duration,
+    pub(crate) queue_capacity: usize,
+    pub(crate) aggregate: bool,
+    pub(crate) transport: Transport,
+    pub(crate) naming: NamingMode,
+}
+
+impl Default for StatsdBuilder {
+    fn default() -> Self {
+        StatsdBuilder {
+            host: "localhost".to_owned(),
+            port: 8125,
+            prefix: String::new(),
+            max_udp_size: DEFAULT_MAX_UDP_SIZE,
+            ipv6: false,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            aggregate: true,
+            transport: Transport::Udp,
+            naming: NamingMode::Hierarchical,
+        }
+    }
+}
+
+/// The variables, as `envy` reads them (`STATSD_` stripped, lower-cased).
+#[derive(Deserialize)]
+struct EnvVars {
+    host: Option<String>,
+    port: Option<u16>,
+    prefix: Option<String>,
+    maxudpsize: Option<usize>,
+    ipv6: Option<String>,
+    flush_ms: Option<u64>,
+    queue_capacity: Option<usize>,
+    aggregate: Option<String>,
+    transport: Option<String>,
+    socket: Option<PathBuf>,
+    naming: Option<String>,
+}
+
+fn flag(name: &'static str, value: String) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::InvalidValue { name, value, expected: "0 or 1" }),
+    }
+}
+
+impl StatsdBuilder {
+    /// A builder with pystatsd's defaults, ignoring the environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder with every `STATSD_*` variable that is set applied on top
+    /// of the defaults. Fails with a message naming the variable when one
+    /// holds a value it cannot take.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::new().env_vars(std::env::vars())
+    }
+
+    /// Applies `STATSD_*` variables from `vars` (what [`from_env`](Self::from_env)
+    /// does with the process environment).
+    pub fn env_vars<I>(mut self, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let env: EnvVars = envy::prefixed("STATSD_")
+            .from_iter(vars)
+            .map_err(|e| ConfigError::Env(format!("STATSD_* environment: {e}")))?;
+        if let Some(host) = env.host {
+            self.host = host;
+        }
+        if let Some(port) = env.port {
+            self.port = port;
+        }
+        if let Some(prefix) = env.prefix {
+            self.prefix = prefix;
+        }
+        if let Some(size) = env.maxudpsize {
+            self.max_udp_size = size;
+        }
+        if let Some(v) = env.ipv6 {
+            self.ipv6 = flag("STATSD_IPV6", v)?;
+        }
+        if let Some(ms) = env.flush_ms {
+            self.flush_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = env.queue_capacity {
+            self.queue_capacity = n;
+        }
+        if let Some(v) = env.aggregate {
+            self.aggregate = flag("STATSD_AGGREGATE", v)?;
+        }
+        if let Some(v) = env.transport {
+            self.transport = match v.trim().to_ascii_lowercase().as_str() {
+                "udp" | "" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                "unix" => Transport::Unix(env.socket.ok_or(ConfigError::MissingSocketPath)?),
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        name: "STATSD_TRANSPORT",
+                        value: v,
+                        expected: "udp, tcp or unix",
+                    })
+                }
+            };
+        }
+        if let Some(v) = env.naming {
+            self.naming = match v.trim().to_ascii_lowercase().as_str() {
+                "hierarchical" | "" => NamingMode::Hierarchical,
+                "tagged" => NamingMode::Tagged,
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        name: "STATSD_NAMING",
+                        value: v,
+                        expected: "hierarchical or tagged",
+                    })
+                }
+            };
+        }
+        Ok(self)
+    }
+
+    /// The daemon's host name or address (default `localhost`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The daemon's port (default `8125`).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Prepended to every name with a dot (default none; the tutorial uses
+    /// `statstest`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Largest packet sent, in bytes (default 512).
+    pub fn max_udp_size(mut self, size: usize) -> Self {
+        self.max_udp_size = size;
+        self
+    }
+
+    /// Resolve the host to an IPv6 address (default `false`).
+    pub fn ipv6(mut self, ipv6: bool) -> Self {
+        self.ipv6 = ipv6;
+        self
+    }
+
+    /// How long metrics are aggregated before they are sent (default 1 s).
+    /// Keep it at or below the daemon's own flush interval.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// How many events may wait for the background thread (default 65 536);
+    /// past it events are dropped, counted, and the count reported as
+    /// `{prefix}.tower_statsd.dropped`.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Aggregate per flush window (default `true`). Turn off for servers
+    /// that do not accept multi-value lines (`key:1|ms:2|ms`).
+    pub fn aggregate(mut self, aggregate: bool) -> Self {
+        self.aggregate = aggregate;
+        self
+    }
+
+    /// UDP (default), TCP or a Unix datagram socket.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Hierarchical names (default) or one tagged metric.
+    pub fn naming(mut self, naming: NamingMode) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.transport, Transport::Unix(_)) {
+            if self.host.trim().is_empty() {
+                return Err(ConfigError::EmptyHost);
+            }
+            if self.port == 0 {
+                return Err(ConfigError::ZeroPort);
+            }
+        }
+        if self.max_udp_size < MIN_MAX_UDP_SIZE {
+            return Err(ConfigError::MaxUdpSizeTooSmall(self.max_udp_size));
+        }
+        if self.flush_interval.is_zero() {
+            return Err(ConfigError::ZeroFlushInterval);
+        }
+        if self.queue_capacity == 0 {
+            return Err(ConfigError::ZeroQueueCapacity);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<StatsdBuilder, ConfigError> {
+        StatsdBuilder::new().env_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn pystatsd_names_and_defaults() {
+        let b = env(&[]).unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.max_udp_size, b.ipv6), ("localhost", 8125, 512, false));
+        let b = env(&[
+            ("STATSD_HOST", "graphite"),
+            ("STATSD_PORT", "9125"),
+            ("STATSD_PREFIX", "statstest"),
+            ("STATSD_MAXUDPSIZE", "1432"),
+            ("STATSD_IPV6", "1"),
+            ("STATSD_FLUSH_MS", "250"),
+            ("STATSD_NAMING", "tagged"),
+            ("UNRELATED", "x"),
+        ])
+        .unwrap();
+        assert_eq!(b.host, "graphite");
+        assert_eq!(b.port, 9125);
+        assert_eq!(b.prefix, "statstest");
+        assert_eq!(b.max_udp_size, 1432);
+        assert!(b.ipv6);
+        assert_eq!(b.flush_interval, Duration::from_millis(250));
+        assert_eq!(b.naming, NamingMode::Tagged);
+    }
+
+    #[test]
+    fn bad_values_say_what_to_fix() {
+        let e = env(&[("STATSD_PORT", "eighty")]).unwrap_err().to_string();
+        assert!(e.contains("STATSD_PORT") || e.contains("port"), "{e}");
+        let e = env(&[("STATSD_IPV6", "maybe")]).unwrap_err().to_string();
+        assert!(e.contains("STATSD_IPV6") && e.contains("0 or 1"), "{e}");
+        let e = env(&[("STATSD_TRANSPORT", "unix")]).unwrap_err().to_string();
+        assert!(e.contains("STATSD_SOCKET"), "{e}");
+        let e = StatsdBuilder::new().max_udp_size(10).validate().unwrap_err().to_string();
+        assert!(e.contains("at least 64"), "{e}");
+        assert!(matches!(StatsdBuilder::new().host(" ").validate(), Err(ConfigError::EmptyHost)));
+    }
+}

@@ -1,0 +1,111 @@
+//! [`StatsdLayer`]: what the user adds to a router, and its options.
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use crate::client::Statsd;
+use crate::naming::{Naming, NamingMode};
+use crate::service::StatsdService;
+use crate::user::UserKey;
+
+/// Records, for every request, a hit counter, a latency timer (float ms, to
+/// the end of the response body) and a status counter per route, plus a
+/// unique-user set when a [`UserKey`] is configured.
+///
+/// Made by [`Statsd::layer`]. Options are set at start-up; a per-route name
+/// is built once, on a route's first request.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_statsd::{Statsd, UserKey};
+///
+/// let statsd = Statsd::builder().prefix("statstest").build()?;
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .route("/users/{id}/posts", get(|| async { "posts" }))
+///     .layer(
+///         statsd
+///             .layer()
+///             .user_key(UserKey::query("id"), "user")
+///             .route_name("/users/{id}/posts", "posts_by_user"),
+///     );
+/// # Ok::<(), tower_statsd::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct StatsdLayer {
+    shared: Arc<Shared>,
+    mode: NamingMode,
+    overrides: Vec<(String, String)>,
+    user: Option<(UserKey, String)>,
+}
+
+/// What every request of every service made by one layer reads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) statsd: Statsd,
+    pub(crate) naming: Naming,
+    pub(crate) user: Option<(UserKey, Arc<str>)>,
+}
+
+impl StatsdLayer {
+    pub(crate) fn new(statsd: Statsd) -> Self {
+        let mode = statsd.naming_mode();
+        let mut layer = StatsdLayer {
+            shared: Arc::new(Shared {
+                naming: Naming::new(statsd.prefix(), mode, &[]),
+                statsd,
+                user: None,
+            }),
+            mode,
+            overrides: Vec::new(),
+            user: None,
+        };
+        layer.rebuild();
+        layer
+    }
+
+    /// Records each request's user key in the set `{prefix}.{set_name}`,
+    /// for responses below 400 (a rejected request is not a visit).
+    pub fn user_key(mut self, key: UserKey, set_name: impl Into<String>) -> Self {
+        self.user = Some((key, set_name.into()));
+        self.rebuild();
+        self
+    }
+
+    /// Names the route with this axum template `name` instead of the name
+    /// derived from the template (`/users/{id}/posts` → `users._id.posts`).
+    /// Dots in `name` make levels; other unsafe characters become `_`.
+    pub fn route_name(mut self, template: impl Into<String>, name: impl Into<String>) -> Self {
+        self.overrides.push((template.into(), name.into()));
+        self.rebuild();
+        self
+    }
+
+    /// Hierarchical names (the default from the client's configuration) or
+    /// one tagged metric.
+    pub fn naming(mut self, mode: NamingMode) -> Self {
+        self.mode = mode;
+        self.rebuild();
+        self
+    }
+
+    fn rebuild(&mut self) {
+        let statsd = self.shared.statsd.clone();
+        let naming = Naming::new(statsd.prefix(), self.mode, &self.overrides);
+        let user = self
+            .user
+            .as_ref()
+            .map(|(key, set)| (key.clone(), Arc::from(&*naming.global(set))));
+        self.shared = Arc::new(Shared { statsd, naming, user });
+    }
+}
+
+impl<S> Layer<S> for StatsdLayer {
+    type Service = StatsdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatsdService::new(inner, self.shared.clone())
+    }
+}

@@ -1,0 +1,275 @@
+//! Metric names: from a route template to the names a request reports under.
+//!
+//! Names come from the route *template* (axum's `MatchedPath`), never from the
+//! raw URI, so a scanner hitting random paths cannot create new series. Each
+//! template's names are built once, cached, and shared by every request to it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The route name used for requests that matched no route template
+/// (fallback, 404, `nest_service`).
+pub const UNMATCHED: &str = "unmatched";
+
+/// How metric names are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NamingMode {
+    /// Graphite-style paths, the default and what the tutorial shows:
+    /// `{prefix}.{route}.called`, `{prefix}.{route}`, `{prefix}.{route}.status.{code}`.
+    #[default]
+    Hierarchical,
+    /// One counter and one timer, `{prefix}.http.request`, with DogStatsD tags
+    /// `|#route:{route},method:{method},status:{code}` (for DogStatsD, Telegraf,
+    /// statsd ≥ 0.9 with Graphite tags).
+    Tagged,
+}
+
+/// The names one route reports under, built once per route template.
+#[derive(Debug)]
+pub(crate) struct RouteNames {
+    /// The route's own name, `users._id.posts`: the `route` tag in tagged mode.
+    pub(crate) route: Box<str>,
+    /// Counter incremented on every request.
+    pub(crate) called: Box<str>,
+    /// Timer recording the request's duration.
+    pub(crate) timer: Box<str>,
+    /// `{prefix}.{route}.status.`; the status code is appended when emitting.
+    /// Empty in tagged mode, where the status is a tag.
+    pub(crate) status_prefix: Box<str>,
+}
+
+impl RouteNames {
+    fn new(prefix: &str, route: &str, mode: NamingMode) -> Self {
+        match mode {
+            NamingMode::Hierarchical => {
+                let base = join(prefix, route);
+                RouteNames {
+                    route: route.into(),
+                    called: format!("{base}.called").into(),
+                    status_prefix: format!("{base}.status.").into(),
+                    timer: base.into(),
+                }
+            }
+            NamingMode::Tagged => {
+                let name: Box<str> = join(prefix, "http.request").into();
+                RouteNames {
+                    route: route.into(),
+                    called: name.clone(),
+                    timer: name,
+                    status_prefix: "".into(),
+                }
+            }
+        }
+    }
+}
+
+/// Turns route templates into [`RouteNames`], once per template.
+#[derive(Debug)]
+pub(crate) struct Naming {
+    prefix: Box<str>,
+    mode: NamingMode,
+    overrides: HashMap<Box<str>, Box<str>>,
+    unmatched: Arc<RouteNames>,
+    cache: RwLock<HashMap<Box<str>, Arc<RouteNames>>>,
+}
+
+impl Naming {
+    pub(crate) fn new(prefix: &str, mode: NamingMode, overrides: &[(String, String)]) -> Self {
+        let prefix: Box<str> = sanitize_dotted(prefix).into();
+        Naming {
+            unmatched: Arc::new(RouteNames::new(&prefix, UNMATCHED, mode)),
+            overrides: overrides
+                .iter()
+                .map(|(template, name)| {
+                    let name = sanitize_dotted(name);
+                    let name = if name.is_empty() { route_name(template) } else { name };
+                    (template.as_str().into(), name.into())
+                })
+                .collect(),
+            cache: RwLock::default(),
+            prefix,
+            mode,
+        }
+    }
+
+    /// The names for a request that matched `template`, or [`UNMATCHED`]'s.
+    pub(crate) fn route(&self, template: Option<&str>) -> Arc<RouteNames> {
+        let Some(template) = template else {
+            return self.unmatched.clone();
+        };
+        // A poisoned lock only means another thread panicked mid-insert of a
+        // complete value; the map is still consistent.
+        if let Some(names) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(template)
+        {
+            return names.clone();
+        }
+        let route = match self.overrides.get(template) {
+            Some(name) => name.to_string(),
+            None => route_name(template),
+        };
+        let names = Arc::new(RouteNames::new(&self.prefix, &route, self.mode));
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(template.into())
+            .or_insert(names)
+            .clone()
+    }
+
+    /// `{prefix}.{name}`, for names that are not per route (the user set).
+    pub(crate) fn global(&self, name: &str) -> Box<str> {
+        join(&self.prefix, &sanitize_dotted(name)).into()
+    }
+
+    pub(crate) fn mode(&self) -> NamingMode {
+        self.mode
+    }
+}
+
+/// The route name for an axum route template.
+///
+/// `/` → `root`, `/user` → `user`, `/users/{id}/posts` → `users._id.posts`,
+/// `/{*rest}` → `_rest`; any character outside `[A-Za-z0-9_-]` inside a
+/// segment becomes `_`.
+///
+/// ```
+/// use tower_statsd::route_name;
+///
+/// assert_eq!(route_name("/"), "root");
+/// assert_eq!(route_name("/users/{id}/posts"), "users._id.posts");
+/// assert_eq!(route_name("/files/{*path}"), "files._path");
+/// assert_eq!(route_name("/v1.0/ping"), "v1_0.ping");
+/// ```
+pub fn route_name(template: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 1);
+    for segment in template.split('/').filter(|s| !s.is_empty()) {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        let param = segment
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .map(|s| s.trim_start_matches('*'));
+        match param {
+            Some(name) => {
+                out.push('_');
+                push_sanitized(&mut out, name);
+            }
+            None => push_sanitized(&mut out, segment),
+        }
+    }
+    if out.is_empty() {
+        out.push_str("root");
+    }
+    out
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn push_sanitized(out: &mut String, segment: &str) {
+    out.extend(segment.chars().map(|c| if is_name_char(c) { c } else { '_' }));
+}
+
+/// Sanitizes a dotted name (prefix, override, set name): each dot-separated
+/// part is sanitized like a route segment; empty parts are dropped.
+pub(crate) fn sanitize_dotted(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for part in name.split('.').filter(|s| !s.is_empty()) {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        push_sanitized(&mut out, part);
+    }
+    out
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// The method as it may appear in a tag: a standard method, or `other`.
+/// A non-standard method never reaches a metric.
+pub(crate) fn method_tag(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tutorial_routes() {
+        assert_eq!(route_name("/"), "root");
+        assert_eq!(route_name(""), "root");
+        assert_eq!(route_name("/user"), "user");
+        assert_eq!(route_name("/users/{id}/posts"), "users._id.posts");
+        assert_eq!(route_name("/{*rest}"), "_rest");
+        assert_eq!(route_name("/api/users/"), "api.users");
+        assert_eq!(route_name("/a b/ü:x|y#z"), "a_b.__x_y_z");
+    }
+
+    #[test]
+    fn names_per_mode() {
+        let naming = Naming::new("statstest", NamingMode::Hierarchical, &[]);
+        let root = naming.route(Some("/"));
+        assert_eq!(&*root.called, "statstest.root.called");
+        assert_eq!(&*root.timer, "statstest.root");
+        assert_eq!(&*root.status_prefix, "statstest.root.status.");
+        assert_eq!(&*naming.route(None).called, "statstest.unmatched.called");
+        assert_eq!(&*naming.global("user"), "statstest.user");
+
+        let tagged = Naming::new("", NamingMode::Tagged, &[]);
+        let users = tagged.route(Some("/users/{id}"));
+        assert_eq!(&*users.called, "http.request");
+        assert_eq!(&*users.route, "users._id");
+    }
+
+    #[test]
+    fn names_are_built_once_per_template() {
+        let naming = Naming::new("p", NamingMode::Hierarchical, &[]);
+        let a = naming.route(Some("/users/{id}"));
+        let b = naming.route(Some("/users/{id}"));
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn overrides_are_sanitized() {
+        let overrides = [
+            ("/users/{id}/posts".to_owned(), "posts.by|user".to_owned()),
+            ("/x".to_owned(), "...".to_owned()),
+        ];
+        let naming = Naming::new("p..q", NamingMode::Hierarchical, &overrides);
+        assert_eq!(&*naming.route(Some("/users/{id}/posts")).timer, "p.q.posts.by_user");
+        assert_eq!(&*naming.route(Some("/x")).timer, "p.q.x");
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(method_tag(&http::Method::GET), "GET");
+        let odd = http::Method::from_bytes(b"X-EVIL").unwrap();
+        assert_eq!(method_tag(&odd), "other");
+    }
+}

@@ -1,0 +1,318 @@
+//! Client-side aggregation over one flush window, keyed by (name, tags).
+//!
+//! What the daemon would compute from every single line is computed here
+//! first, so far fewer packets carry the same totals:
+//!
+//! - counters: `value / rate` summed (the daemon's `value * (1 / rate)`),
+//!   sent once with rate 1;
+//! - sets: members de-duplicated, packed as `key:a|s:b|s`;
+//! - timers: every value kept in arrival order with its own sample rate,
+//!   packed as `key:1.5|ms:2|ms|@0.5` (the daemon counts `1 / rate` per value);
+//! - gauges: the last absolute value plus the deltas after it, or only the
+//!   summed deltas when no absolute value came in this window.
+//!
+//! Tags go once at the end of a line: statsd 0.9 splits a line at `|#`
+//! before splitting its fields at `:`, so `key:1|ms:2|ms|#t:v` gives both
+//! values the tags `t:v`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::packet::PacketWriter;
+use super::{Metric, Value};
+
+/// Per-name, per-tag-set state. Two levels so a lookup by borrowed `&str`s
+/// finds an existing key without allocating.
+#[derive(Debug)]
+struct Table<V> {
+    by_name: HashMap<String, HashMap<String, V>>,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Self {
+            by_name: HashMap::new(),
+        }
+    }
+}
+
+impl<V: Default> Table<V> {
+    /// The slot for `(name, tags)` and whether it was just created.
+    fn slot(&mut self, name: &str, tags: &str) -> (&mut V, bool) {
+        if !self.by_name.contains_key(name) {
+            self.by_name.insert(name.to_owned(), HashMap::new());
+        }
+        let by_tags = self
+            .by_name
+            .get_mut(name)
+            .expect("the name was inserted above");
+        let created = !by_tags.contains_key(tags);
+        if created {
+            by_tags.insert(tags.to_owned(), V::default());
+        }
+        let slot = by_tags.get_mut(tags).expect("the tags were inserted above");
+        (slot, created)
+    }
+
+    fn drain(&mut self, mut f: impl FnMut(&str, &str, V)) {
+        for (name, by_tags) in self.by_name.drain() {
+            for (tags, value) in by_tags {
+                f(&name, &tags, value);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Gauge {
+    absolute: Option<f64>,
+    delta: f64,
+}
+
+/// The state of one flush window.
+#[derive(Debug, Default)]
+pub(crate) struct Aggregator {
+    counters: Table<f64>,
+    timers: Table<Vec<(f64, f64)>>,
+    gauges: Table<Gauge>,
+    sets: Table<HashSet<String>>,
+    values: usize,
+}
+
+impl Aggregator {
+    /// An empty window.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds one metric into the window.
+    pub(crate) fn add(&mut self, metric: Metric<'_>) {
+        let Metric { name, tags, value } = metric;
+        match value {
+            Value::Count { value, rate } => {
+                let (sum, created) = self.counters.slot(name, tags);
+                *sum += value * (1.0 / rate);
+                self.values += usize::from(created);
+            }
+            Value::Timer { ms, rate } => {
+                self.timers.slot(name, tags).0.push((ms, rate));
+                self.values += 1;
+            }
+            Value::Gauge(value) => {
+                let (gauge, created) = self.gauges.slot(name, tags);
+                *gauge = Gauge {
+                    absolute: Some(value),
+                    delta: 0.0,
+                };
+                self.values += usize::from(created);
+            }
+            Value::GaugeDelta(delta) => {
+                let (gauge, created) = self.gauges.slot(name, tags);
+                gauge.delta += delta;
+                self.values += usize::from(created);
+            }
+            Value::Set(member) => {
+                let (members, _) = self.sets.slot(name, tags);
+                if !members.contains(member) {
+                    members.insert(member.to_owned());
+                    self.values += 1;
+                }
+            }
+        }
+    }
+
+    /// How many values the window holds: one per counter and gauge key, one
+    /// per distinct set member, one per timer value. The worker flushes early
+    /// past a threshold, which keeps memory bounded without losing anything.
+    pub(crate) fn len(&self) -> usize {
+        self.values
+    }
+
+    /// Whether the window holds nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values == 0
+    }
+
+    /// Writes the whole window to `out` and starts a new one. Packets still
+    /// being filled stay in `out` until its next flush.
+    pub(crate) fn drain(&mut self, out: &mut PacketWriter) {
+        self.counters.drain(|name, tags, sum| {
+            let value = Value::Count {
+                value: sum,
+                rate: 1.0,
+            };
+            out.push_metric(&Metric { name, tags, value });
+        });
+        self.gauges.drain(|name, tags, gauge| {
+            let value = match gauge.absolute {
+                Some(absolute) => Value::Gauge(absolute + gauge.delta),
+                None => Value::GaugeDelta(gauge.delta),
+            };
+            out.push_metric(&Metric { name, tags, value });
+        });
+        self.timers.drain(|name, tags, values| {
+            let values = values.into_iter().map(|(ms, rate)| Value::Timer { ms, rate });
+            out.push_packed(name, tags, values);
+        });
+        self.sets.drain(|name, tags, members| {
+            out.push_packed(name, tags, members.iter().map(|m| Value::Set(m)));
+        });
+        self.values = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cadence::SpyMetricSink;
+
+    use super::super::line::parse;
+    use super::super::packet::PacketStats;
+    use super::*;
+
+    fn count(value: f64, rate: f64) -> Value<'static> {
+        Value::Count { value, rate }
+    }
+
+    fn timer(ms: f64, rate: f64) -> Value<'static> {
+        Value::Timer { ms, rate }
+    }
+
+    fn add(agg: &mut Aggregator, name: &'static str, tags: &'static str, value: Value<'static>) {
+        agg.add(Metric { name, tags, value });
+    }
+
+    /// Drains into packets and returns the lines, sorted (key order is a hash order).
+    fn drain(agg: &mut Aggregator) -> Vec<String> {
+        let (rx, spy) = SpyMetricSink::new();
+        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        agg.drain(&mut out);
+        out.flush();
+        drop(out);
+        let mut lines: Vec<String> = rx
+            .iter()
+            .flat_map(|p| String::from_utf8(p).unwrap().split('\n').map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn counters_are_summed_with_their_sample_rates() {
+        let mut agg = Aggregator::new();
+        for _ in 0..10 {
+            add(&mut agg, "a", "", count(1.0, 0.5));
+        }
+        add(&mut agg, "b", "", count(1.0, 1.0));
+        add(&mut agg, "b", "", count(-3.0, 1.0));
+        add(&mut agg, "c", "", count(0.5, 1.0));
+        add(&mut agg, "c", "", count(1.0, 0.25));
+        assert_eq!(agg.len(), 3);
+        assert_eq!(drain(&mut agg), ["a:20|c", "b:-2|c", "c:4.5|c"]);
+        assert!(agg.is_empty());
+        assert!(drain(&mut agg).is_empty(), "the window was reset");
+    }
+
+    #[test]
+    fn sets_are_deduplicated() {
+        let mut agg = Aggregator::new();
+        for member in ["u1", "u2", "u1", "u3", "u2"] {
+            add(&mut agg, "users", "", Value::Set(member));
+        }
+        assert_eq!(agg.len(), 3);
+        let lines = drain(&mut agg);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let mut members: Vec<&str> = lines[0]
+            .strip_prefix("users:")
+            .unwrap()
+            .split(':')
+            .map(|f| f.strip_suffix("|s").unwrap())
+            .collect();
+        members.sort_unstable();
+        assert_eq!(members, ["u1", "u2", "u3"]);
+    }
+
+    #[test]
+    fn timers_are_packed_in_order_with_their_rates() {
+        let mut agg = Aggregator::new();
+        add(&mut agg, "t", "", timer(0.3, 1.0));
+        add(&mut agg, "t", "", timer(12.5, 0.5));
+        add(&mut agg, "t", "", timer(7.0, 1.0));
+        add(&mut agg, "t", "", timer(12.5, 1.0));
+        assert_eq!(agg.len(), 4);
+        assert_eq!(drain(&mut agg), ["t:0.3|ms:12.5|ms|@0.5:7|ms:12.5|ms"]);
+    }
+
+    #[test]
+    fn gauges_keep_the_last_value_plus_later_deltas() {
+        let mut agg = Aggregator::new();
+        add(&mut agg, "abs", "", Value::Gauge(3.0));
+        add(&mut agg, "abs", "", Value::GaugeDelta(100.0));
+        add(&mut agg, "abs", "", Value::Gauge(10.0));
+        add(&mut agg, "abs", "", Value::GaugeDelta(2.0));
+        add(&mut agg, "abs", "", Value::GaugeDelta(-0.5));
+        add(&mut agg, "delta", "", Value::GaugeDelta(2.0));
+        add(&mut agg, "delta", "", Value::GaugeDelta(-5.0));
+        add(&mut agg, "zero", "", Value::GaugeDelta(1.0));
+        add(&mut agg, "zero", "", Value::GaugeDelta(-1.0));
+        assert_eq!(agg.len(), 3);
+        assert_eq!(drain(&mut agg), ["abs:11.5|g", "delta:-3|g", "zero:+0|g"]);
+    }
+
+    #[test]
+    fn negative_absolute_gauge_is_sent_as_zero_then_delta() {
+        let mut agg = Aggregator::new();
+        add(&mut agg, "g", "", Value::Gauge(1.0));
+        add(&mut agg, "g", "", Value::GaugeDelta(-6.0));
+        let (rx, spy) = SpyMetricSink::new();
+        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        agg.drain(&mut out);
+        out.flush();
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [b"g:0|g\ng:-5|g".to_vec()]);
+    }
+
+    #[test]
+    fn tag_sets_are_kept_apart() {
+        let mut agg = Aggregator::new();
+        add(&mut agg, "req", "route:root", count(1.0, 1.0));
+        add(&mut agg, "req", "route:user", count(1.0, 1.0));
+        add(&mut agg, "req", "route:root", count(1.0, 1.0));
+        add(&mut agg, "req", "", count(1.0, 1.0));
+        add(&mut agg, "req", "route:root", timer(1.5, 1.0));
+        add(&mut agg, "req", "route:root", timer(2.5, 1.0));
+        add(&mut agg, "req", "route:user", timer(3.5, 1.0));
+        add(&mut agg, "u", "route:root", Value::Set("x"));
+        add(&mut agg, "u", "route:user", Value::Set("x"));
+        assert_eq!(
+            drain(&mut agg),
+            [
+                "req:1.5|ms:2.5|ms|#route:root",
+                "req:1|c",
+                "req:2|c|#route:root",
+                "req:3.5|ms|#route:user",
+                "req:1|c|#route:user",
+                "u:x|s|#route:root",
+                "u:x|s|#route:user",
+            ]
+            .map(str::to_owned)
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn drained_lines_parse_back() {
+        let mut agg = Aggregator::new();
+        add(&mut agg, "c", "k:v", count(2.0, 0.1));
+        add(&mut agg, "g", "k:v", Value::Gauge(-2.5));
+        add(&mut agg, "s", "k:v", Value::Set("m"));
+        add(&mut agg, "t", "k:v", timer(0.001, 0.5));
+        let lines = drain(&mut agg);
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        for line in lines {
+            assert!(parse(&line).is_ok(), "{line}");
+        }
+    }
+}

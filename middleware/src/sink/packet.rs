@@ -1,0 +1,352 @@
+//! Packing lines into datagrams of at most `max_packet_size` bytes.
+//!
+//! Lines are joined with `\n` (the daemon splits a packet on `\n`). A packet
+//! is handed to the transport with one [`MetricSink::emit`] call, so a
+//! datagram transport sends exactly what was packed. A multi-value line that
+//! would not fit is continued on a new line with the same name (the daemon
+//! appends timer values and unions set members, so the split changes
+//! nothing). A single field that is longer than the limit on its own is still
+//! sent, alone, and counted in [`PacketStats::oversized`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use cadence::MetricSink;
+
+use super::line::{tags_len, write_field, write_metric, write_tags};
+use super::{Metric, Value};
+
+/// What the packet writer did, shared with the [`AggregatingSink`](super::AggregatingSink)
+/// handles so an application can read it.
+#[derive(Debug, Default)]
+pub(crate) struct PacketStats {
+    /// Packets the transport accepted.
+    pub(crate) packets_sent: AtomicU64,
+    /// Bytes in the packets the transport accepted.
+    pub(crate) bytes_sent: AtomicU64,
+    /// Packets the transport returned an error for (lost).
+    pub(crate) packets_failed: AtomicU64,
+    /// Bytes in the packets the transport returned an error for.
+    pub(crate) bytes_failed: AtomicU64,
+    /// Lines longer than the packet size on their own, sent alone anyway.
+    pub(crate) oversized: AtomicU64,
+}
+
+/// Fills a buffer with `\n`-separated lines and hands each full packet to the
+/// transport. Runs on the worker thread only.
+pub(crate) struct PacketWriter {
+    buf: String,
+    scratch: String,
+    max_packet_size: usize,
+    transport: Box<dyn MetricSink + Send>,
+    stats: Arc<PacketStats>,
+}
+
+impl std::fmt::Debug for PacketWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketWriter")
+            .field("buffered", &self.buf.len())
+            .field("max_packet_size", &self.max_packet_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PacketWriter {
+    /// A writer sending packets of at most `max_packet_size` bytes (at least 1).
+    pub(crate) fn new(
+        transport: Box<dyn MetricSink + Send>,
+        max_packet_size: usize,
+        stats: Arc<PacketStats>,
+    ) -> Self {
+        let max_packet_size = max_packet_size.max(1);
+        Self {
+            buf: String::with_capacity(max_packet_size),
+            scratch: String::new(),
+            max_packet_size,
+            transport,
+            stats,
+        }
+    }
+
+    /// Appends one metric as its own line (two lines for a negative absolute
+    /// gauge, kept in the same packet).
+    pub(crate) fn push_metric(&mut self, metric: &Metric<'_>) {
+        let mut entry = std::mem::take(&mut self.scratch);
+        entry.clear();
+        write_metric(&mut entry, metric);
+        self.push_entry(&entry);
+        self.scratch = entry;
+    }
+
+    /// Appends a raw, already valid entry (one line, or lines that must stay
+    /// in one packet).
+    pub(crate) fn push_entry(&mut self, entry: &str) {
+        if !self.fits(entry.len()) {
+            self.send_buffered();
+        }
+        if entry.len() > self.max_packet_size {
+            self.stats.oversized.fetch_add(1, Relaxed);
+            self.emit(entry);
+            return;
+        }
+        if !self.buf.is_empty() {
+            self.buf.push('\n');
+        }
+        self.buf.push_str(entry);
+    }
+
+    /// Writes `name:f1:f2:...|#tags`, one field per value (each `value|type[|@rate]`),
+    /// continuing on new lines of the same name when a packet is full.
+    pub(crate) fn push_packed<'v>(
+        &mut self,
+        name: &str,
+        tags: &str,
+        values: impl IntoIterator<Item = Value<'v>>,
+    ) {
+        let suffix = tags_len(tags);
+        let mut field = std::mem::take(&mut self.scratch);
+        // While a line is open, `buf.len() + suffix <= max_packet_size`.
+        let mut open = false;
+        for value in values {
+            field.clear();
+            write_field(&mut field, &value);
+            if open {
+                if self.buf.len() + 1 + field.len() + suffix <= self.max_packet_size {
+                    self.buf.push(':');
+                    self.buf.push_str(&field);
+                    continue;
+                }
+                write_tags(&mut self.buf, tags);
+                open = false;
+            }
+            let line = name.len() + 1 + field.len() + suffix;
+            if !self.fits(line) {
+                self.send_buffered();
+            }
+            if line > self.max_packet_size {
+                let mut alone = String::with_capacity(line);
+                alone.push_str(name);
+                alone.push(':');
+                alone.push_str(&field);
+                write_tags(&mut alone, tags);
+                self.stats.oversized.fetch_add(1, Relaxed);
+                self.emit(&alone);
+                continue;
+            }
+            if !self.buf.is_empty() {
+                self.buf.push('\n');
+            }
+            self.buf.push_str(name);
+            self.buf.push(':');
+            self.buf.push_str(&field);
+            open = true;
+        }
+        if open {
+            write_tags(&mut self.buf, tags);
+        }
+        self.scratch = field;
+    }
+
+    /// Sends whatever is buffered as a (possibly short) packet.
+    pub(crate) fn flush(&mut self) {
+        self.send_buffered();
+        if let Err(error) = self.transport.flush() {
+            tracing::debug!(%error, "statsd transport flush failed");
+        }
+    }
+
+    /// Bytes waiting for the next packet.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn fits(&self, entry_len: usize) -> bool {
+        self.buf.is_empty() || self.buf.len() + 1 + entry_len <= self.max_packet_size
+    }
+
+    fn send_buffered(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let packet = std::mem::take(&mut self.buf);
+        self.emit(&packet);
+        self.buf = packet;
+        self.buf.clear();
+    }
+
+    fn emit(&self, packet: &str) {
+        let len = packet.len() as u64;
+        match self.transport.emit(packet) {
+            Ok(_) => {
+                self.stats.packets_sent.fetch_add(1, Relaxed);
+                self.stats.bytes_sent.fetch_add(len, Relaxed);
+            }
+            Err(error) => {
+                self.stats.packets_failed.fetch_add(1, Relaxed);
+                self.stats.bytes_failed.fetch_add(len, Relaxed);
+                tracing::debug!(%error, bytes = len, "statsd packet lost");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::Receiver;
+
+    use cadence::SpyMetricSink;
+
+    use super::super::line::parse;
+    use super::*;
+
+    fn writer(max: usize) -> (Receiver<Vec<u8>>, PacketWriter, Arc<PacketStats>) {
+        let (rx, spy) = SpyMetricSink::new();
+        let stats = Arc::new(PacketStats::default());
+        (rx, PacketWriter::new(Box::new(spy), max, stats.clone()), stats)
+    }
+
+    fn packets(rx: &Receiver<Vec<u8>>) -> Vec<String> {
+        rx.try_iter().map(|p| String::from_utf8(p).unwrap()).collect()
+    }
+
+    /// Every field of every line, as the daemon would split it: `(name, tags, field)`.
+    fn fields(packets: &[String]) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for packet in packets {
+            for line in packet.split('\n') {
+                let (body, tags) = line.split_once("|#").unwrap_or((line, ""));
+                let mut bits = body.split(':');
+                let name = bits.next().unwrap();
+                for field in bits {
+                    // Each field must parse back on its own with our parser.
+                    let single = format!("{name}:{field}{}", if tags.is_empty() { String::new() } else { format!("|#{tags}") });
+                    parse(&single).unwrap_or_else(|e| panic!("{single:?}: {e}"));
+                    out.push((name.to_owned(), tags.to_owned(), field.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn joins_lines_until_the_packet_is_full() {
+        let (rx, mut w, stats) = writer(20);
+        for _ in 0..5 {
+            w.push_entry("abc:1|c"); // 7 bytes: two per packet (7 + 1 + 7 = 15)
+        }
+        assert_eq!(w.buffered(), 7);
+        w.flush();
+        assert_eq!(packets(&rx), ["abc:1|c\nabc:1|c", "abc:1|c\nabc:1|c", "abc:1|c"]);
+        assert_eq!(stats.packets_sent.load(Relaxed), 3);
+        assert_eq!(stats.bytes_sent.load(Relaxed), 15 + 15 + 7);
+        w.flush();
+        assert!(packets(&rx).is_empty(), "an empty buffer sends nothing");
+    }
+
+    #[test]
+    fn oversized_entry_goes_alone() {
+        let (rx, mut w, stats) = writer(10);
+        w.push_entry("a:1|c");
+        w.push_entry("long.name:1|c");
+        w.push_entry("b:1|c");
+        w.flush();
+        assert_eq!(packets(&rx), ["a:1|c", "long.name:1|c", "b:1|c"]);
+        assert_eq!(stats.oversized.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn negative_gauge_lines_stay_together() {
+        let (rx, mut w, _) = writer(20);
+        w.push_entry("x:1|c");
+        w.push_metric(&Metric { name: "g", tags: "", value: Value::Gauge(-5.0) });
+        w.flush();
+        assert_eq!(packets(&rx), ["x:1|c\ng:0|g\ng:-5|g"]);
+    }
+
+    #[test]
+    fn splits_a_long_timer_line_under_the_same_name() {
+        let (rx, mut w, _) = writer(40);
+        let values = (1..=12).map(|i| Value::Timer { ms: f64::from(i) + 0.5, rate: 1.0 });
+        w.push_packed("t", "r:a", values);
+        w.flush();
+        let sent = packets(&rx);
+        assert!(sent.len() > 1, "{sent:?}");
+        for packet in &sent {
+            assert!(packet.len() <= 40, "{packet:?}");
+            for line in packet.split('\n') {
+                assert!(line.starts_with("t:") && line.ends_with("|#r:a"), "{line:?}");
+            }
+        }
+        let got: Vec<String> = fields(&sent).into_iter().map(|(_, _, f)| f).collect();
+        let want: Vec<String> = (1..=12).map(|i| format!("{i}.5|ms")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn transport_errors_are_counted_not_raised() {
+        struct Failing;
+        impl MetricSink for Failing {
+            fn emit(&self, _: &str) -> std::io::Result<usize> {
+                Err(std::io::Error::other("down"))
+            }
+        }
+        let stats = Arc::new(PacketStats::default());
+        let mut w = PacketWriter::new(Box::new(Failing), 512, stats.clone());
+        w.push_entry("a:1|c");
+        w.flush();
+        assert_eq!(stats.packets_failed.load(Relaxed), 1);
+        assert_eq!(stats.bytes_failed.load(Relaxed), 5);
+        assert_eq!(stats.packets_sent.load(Relaxed), 0);
+    }
+
+    /// For many packet sizes and mixes: no packet over the limit unless it is a
+    /// single oversized field, every field parses back, and the values sent
+    /// are exactly the values pushed, in order.
+    #[test]
+    fn packets_never_exceed_the_limit() {
+        let names = ["t", "route.users._id.posts", "a-much-longer.metric.name.for_splitting"];
+        let tag_sets = ["", "route:root,method:GET"];
+        for max in (1..=80).chain([100, 255, 512, 1432]) {
+            for (n, name) in names.iter().enumerate() {
+                for tags in tag_sets {
+                    let (rx, mut w, stats) = writer(max);
+                    let mut want = Vec::new();
+                    for round in 0..3 {
+                        let values: Vec<f64> =
+                            (0..(n * 7 + round * 5 + 1)).map(|i| (i * 37 % 1000) as f64 / 7.0).collect();
+                        let rate = if round == 1 { 0.5 } else { 1.0 };
+                        w.push_packed(name, tags, values.iter().map(|&ms| Value::Timer { ms, rate }));
+                        w.push_packed(name, tags, ["u1", "u2"].map(Value::Set));
+                        w.push_metric(&Metric { name, tags, value: Value::Count { value: 3.0, rate: 1.0 } });
+                        for ms in values {
+                            let mut f = String::new();
+                            write_field(&mut f, &Value::Timer { ms, rate });
+                            want.push(f);
+                        }
+                        want.extend(["u1|s".to_owned(), "u2|s".to_owned(), "3|c".to_owned()]);
+                    }
+                    w.flush();
+                    let sent = packets(&rx);
+                    let mut oversized = 0;
+                    for packet in &sent {
+                        if packet.len() > max {
+                            oversized += 1;
+                            assert!(!packet.contains('\n'), "max {max}: oversized packet holds one line: {packet:?}");
+                            assert_eq!(packet.matches(':').count() - tags.matches(':').count(), 1, "{packet:?}");
+                        }
+                    }
+                    assert_eq!(stats.oversized.load(Relaxed), oversized, "max {max}");
+                    let got: Vec<String> = fields(&sent)
+                        .into_iter()
+                        .map(|(got_name, got_tags, field)| {
+                            assert_eq!((got_name.as_str(), got_tags.as_str()), (*name, tags));
+                            field
+                        })
+                        .collect();
+                    assert_eq!(got, want, "max {max}, name {name}, tags {tags:?}");
+                }
+            }
+        }
+    }
+}

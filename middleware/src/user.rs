@@ -1,0 +1,245 @@
+//! Unique users: where the user key comes from, and how it is made safe.
+//!
+//! A user key that is short plain `[A-Za-z0-9_.@-]` is sent as it is; anything
+//! else is hashed to a stable token (`h` + 32 hex digits), so a hostile value
+//! can never break a StatsD line. With [`UserKey::keyed_hash`], every value is
+//! hashed with a secret key and raw ids never reach the metrics system.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use arrayvec::ArrayString;
+use http::header::HeaderName;
+use http::request::Parts;
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// Longest user key sent as it is; longer keys are hashed.
+pub const MAX_PLAIN_USER_KEY: usize = 64;
+
+/// A set member ready for the wire: plain `[A-Za-z0-9_.@-]`, at most
+/// [`MAX_PLAIN_USER_KEY`] bytes, stored inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct UserToken(ArrayString<MAX_PLAIN_USER_KEY>);
+
+impl UserToken {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Extract = dyn Fn(&Parts) -> Option<Cow<'_, str>> + Send + Sync;
+
+/// Where a request's user key comes from, and how it is turned into a set
+/// member.
+///
+/// ```
+/// use tower_statsd::UserKey;
+///
+/// // The tutorial's `/user?id=123`.
+/// let from_query = UserKey::query("id");
+/// // A header set by a gateway, hashed with a secret so raw ids stay private.
+/// let private = UserKey::header("x-user-id").keyed_hash([7; 16]);
+/// ```
+#[derive(Clone)]
+pub struct UserKey {
+    source: Source,
+    key: Option<(u64, u64)>,
+}
+
+#[derive(Clone)]
+enum Source {
+    Query(Box<str>),
+    Header(HeaderName),
+    Custom(Arc<Extract>),
+}
+
+impl fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            Source::Query(name) => format!("query({name})"),
+            Source::Header(name) => format!("header({name})"),
+            Source::Custom(_) => "custom".to_owned(),
+        };
+        f.debug_struct("UserKey")
+            .field("source", &source)
+            .field("keyed_hash", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl UserKey {
+    /// The value of query parameter `name` (percent-decoded; the first one
+    /// wins if it repeats).
+    pub fn query(name: impl Into<String>) -> Self {
+        Self::with_source(Source::Query(name.into().into_boxed_str()))
+    }
+
+    /// The value of header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name; this is a programming error
+    /// caught at start-up, never on a request.
+    pub fn header(name: &str) -> Self {
+        let name = HeaderName::try_from(name)
+            .unwrap_or_else(|_| panic!("`{name}` is not a valid HTTP header name"));
+        Self::with_source(Source::Header(name))
+    }
+
+    /// A value of type `T` that an earlier layer (authentication, say) put
+    /// into the request's extensions, turned into text with `Display`.
+    ///
+    /// ```
+    /// use tower_statsd::UserKey;
+    ///
+    /// #[derive(Clone)]
+    /// struct UserId(u64);
+    /// impl std::fmt::Display for UserId {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         self.0.fmt(f)
+    ///     }
+    /// }
+    /// let key = UserKey::extension::<UserId>();
+    /// ```
+    pub fn extension<T: fmt::Display + Send + Sync + 'static>() -> Self {
+        Self::from_fn(|parts| parts.extensions.get::<T>().map(|v| Cow::Owned(v.to_string())))
+    }
+
+    /// Any function of the request head.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use tower_statsd::UserKey;
+    ///
+    /// // The last path segment of `/accounts/{account}`.
+    /// let key = UserKey::from_fn(|parts| parts.uri.path().rsplit('/').next().map(Cow::Borrowed));
+    /// ```
+    pub fn from_fn<F>(f: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Cow<'_, str>> + Send + Sync + 'static,
+    {
+        Self::with_source(Source::Custom(Arc::new(f)))
+    }
+
+    /// Hash every value with SipHash-1-3 under this secret key, so raw user
+    /// ids never leave the application. The same id gives the same token as
+    /// long as the key stays the same.
+    pub fn keyed_hash(mut self, key: [u8; 16]) -> Self {
+        let (k0, k1) = key.split_at(8);
+        self.key = Some((
+            u64::from_le_bytes(k0.try_into().expect("8 bytes")),
+            u64::from_le_bytes(k1.try_into().expect("8 bytes")),
+        ));
+        self
+    }
+
+    fn with_source(source: Source) -> Self {
+        UserKey { source, key: None }
+    }
+
+    /// The request's set member, if it carries a non-empty user key.
+    pub(crate) fn token(&self, parts: &Parts) -> Option<UserToken> {
+        let raw: Cow<'_, [u8]> = match &self.source {
+            Source::Query(name) => {
+                let query = parts.uri.query()?;
+                let (_, value) = form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key.as_ref() == name.as_ref())?;
+                match value {
+                    Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
+                    Cow::Owned(v) => Cow::Owned(v.into_bytes()),
+                }
+            }
+            Source::Header(name) => Cow::Borrowed(parts.headers.get(name)?.as_bytes()),
+            Source::Custom(f) => match f(parts)? {
+                Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
+                Cow::Owned(v) => Cow::Owned(v.into_bytes()),
+            },
+        };
+        if raw.is_empty() {
+            return None;
+        }
+        Some(self.tokenize(&raw))
+    }
+
+    fn tokenize(&self, raw: &[u8]) -> UserToken {
+        if self.key.is_none() && is_plain(raw) {
+            if let Ok(plain) = std::str::from_utf8(raw) {
+                if let Ok(token) = ArrayString::from(plain) {
+                    return UserToken(token);
+                }
+            }
+        }
+        let (k0, k1) = self.key.unwrap_or((0, 0));
+        let mut hasher = SipHasher13::new_with_keys(k0, k1);
+        hasher.write(raw);
+        let mut token = ArrayString::new();
+        // 'h' + 32 hex digits: 33 bytes, always fits.
+        use fmt::Write;
+        let _ = write!(token, "h{:032x}", hasher.finish128().as_u128());
+        UserToken(token)
+    }
+}
+
+/// Short, and made only of `[A-Za-z0-9_.@-]`: safe on the StatsD wire as is.
+fn is_plain(raw: &[u8]) -> bool {
+    raw.len() <= MAX_PLAIN_USER_KEY
+        && raw
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str) -> Parts {
+        http::Request::get(uri)
+            .header("x-user", "bob|c\n")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn plain_values_pass_hostile_values_are_hashed() {
+        let key = UserKey::query("id");
+        assert_eq!(key.token(&parts("/user?id=123")).unwrap().as_str(), "123");
+        assert_eq!(key.token(&parts("/user?x=1&id=a.b%40c")).unwrap().as_str(), "a.b@c");
+        assert_eq!(key.token(&parts("/user?id=")), None);
+        assert_eq!(key.token(&parts("/user")), None);
+        let evil = key.token(&parts("/user?id=x%0Astatstest.root.called%3A999%7Cc")).unwrap();
+        assert!(evil.as_str().starts_with('h') && evil.as_str().len() == 33);
+        // Stable across calls.
+        assert_eq!(evil, key.token(&parts("/user?id=x%0Astatstest.root.called%3A999%7Cc")).unwrap());
+        let long = format!("/user?id={}", "a".repeat(65));
+        assert_eq!(key.token(&parts(&long)).unwrap().as_str().len(), 33);
+    }
+
+    #[test]
+    fn header_and_keyed_hash() {
+        let header = UserKey::header("x-user");
+        let token = header.token(&parts("/")).unwrap();
+        assert!(token.as_str().starts_with('h'));
+        let keyed = UserKey::query("id").keyed_hash([1; 16]);
+        let a = keyed.token(&parts("/?id=123")).unwrap();
+        assert_ne!(a.as_str(), "123");
+        let other = UserKey::query("id").keyed_hash([2; 16]);
+        assert_ne!(a, other.token(&parts("/?id=123")).unwrap());
+    }
+
+    #[test]
+    fn extension_source() {
+        let mut p = parts("/");
+        p.extensions.insert(42_u32);
+        assert_eq!(UserKey::extension::<u32>().token(&p).unwrap().as_str(), "42");
+    }
+}

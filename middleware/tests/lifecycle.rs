@@ -1,0 +1,157 @@
+//! The request lifecycle, step by step: the request's metrics are reported
+//! exactly once, at the end of the response body — whether it completes,
+//! fails, or is dropped unread — and never when the future resolves.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes_frame::ChannelBody;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use support::{flushed_lines, spy_statsd, totals};
+use tower::{service_fn, Layer, ServiceExt};
+
+/// A response body fed by the test, frame by frame.
+mod bytes_frame {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::{Body, Frame};
+    use tokio::sync::mpsc;
+
+    pub struct ChannelBody(pub mpsc::Receiver<Result<&'static str, &'static str>>);
+
+    impl Body for ChannelBody {
+        type Data = axum::body::Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|item| {
+                item.map(|r| r.map(|s| Frame::data(axum::body::Bytes::from_static(s.as_bytes()))))
+            })
+        }
+    }
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<&'static str, &'static str>>;
+
+fn streaming_response() -> (Sender, Response<ChannelBody>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (tx, Response::new(ChannelBody(rx)))
+}
+
+#[tokio::test]
+async fn timer_fires_once_when_the_body_is_collected() {
+    let (statsd, rx) = spy_statsd("t");
+    let (tx, response) = streaming_response();
+    let mut response = Some(response);
+    let svc = statsd.layer().layer(service_fn(move |_req: Request<Body>| {
+        let r = response.take().expect("one request");
+        async move { Ok::<_, Infallible>(r) }
+    }));
+
+    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(flushed_lines(&statsd, &rx).is_empty(), "nothing is reported when the future resolves");
+
+    tx.send(Ok("hello ")).await.unwrap();
+    let mut body = response.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "hello ");
+    assert!(flushed_lines(&statsd, &rx).is_empty(), "nothing is reported mid-body");
+
+    tx.send(Ok("world")).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "world");
+
+    let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.counters["t.unmatched.called"], 1.0);
+    assert_eq!(t.counters["t.unmatched.status.200"], 1.0);
+    assert_eq!(t.timers["t.unmatched"].len(), 1, "exactly one timer value");
+    assert!(flushed_lines(&statsd, &rx).is_empty(), "and nothing more later");
+}
+
+#[tokio::test]
+async fn timer_fires_once_when_the_body_is_dropped_unread() {
+    let (statsd, rx) = spy_statsd("t");
+    let (_tx, response) = streaming_response();
+    let mut response = Some(response);
+    let svc = statsd.layer().layer(service_fn(move |_req: Request<Body>| {
+        let r = response.take().expect("one request");
+        async move { Ok::<_, Infallible>(r) }
+    }));
+    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert!(flushed_lines(&statsd, &rx).is_empty());
+
+    // The client went away: the server drops the body without reading it.
+    drop(response);
+    let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.timers["t.unmatched"].len(), 1);
+    assert_eq!(t.counters["t.unmatched.called"], 1.0);
+    assert_eq!(t.counters["t.unmatched.status.200"], 1.0);
+    assert!(flushed_lines(&statsd, &rx).is_empty());
+}
+
+#[tokio::test]
+async fn timer_fires_once_when_the_body_fails() {
+    let (statsd, rx) = spy_statsd("t");
+    let (tx, response) = streaming_response();
+    let mut response = Some(response);
+    let svc = statsd.layer().layer(service_fn(move |_req: Request<Body>| {
+        let r = response.take().expect("one request");
+        async move { Ok::<_, Infallible>(r) }
+    }));
+    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    tx.send(Err("disk on fire")).await.unwrap();
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().is_err());
+    let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.timers["t.unmatched"].len(), 1, "reported at the error");
+    drop(body);
+    assert!(flushed_lines(&statsd, &rx).is_empty(), "not again at the drop");
+}
+
+#[tokio::test]
+async fn a_failed_service_or_a_dropped_future_still_counts_and_times() {
+    let (statsd, rx) = spy_statsd("t");
+    let svc = statsd.layer().layer(service_fn(|_req: Request<Body>| async {
+        Err::<Response<Body>, _>("inner service failed")
+    }));
+    let err = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap_err();
+    assert_eq!(err, "inner service failed");
+    let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.counters["t.unmatched.called"], 1.0);
+    assert_eq!(t.timers["t.unmatched"].len(), 1);
+    assert!(t.counters.keys().all(|k| !k.contains(".status.")), "no status without a response");
+
+    // A handler that never answers, abandoned by a timeout.
+    let svc = statsd.layer().layer(service_fn(|_req: Request<Body>| async {
+        std::future::pending::<Result<Response<Body>, Infallible>>().await
+    }));
+    let slow = svc.oneshot(Request::get("/").body(Body::empty()).unwrap());
+    assert!(tokio::time::timeout(Duration::from_millis(20), slow).await.is_err());
+    let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.counters["t.unmatched.called"], 1.0);
+    let ms = t.timers["t.unmatched"][0];
+    assert!(ms >= 20.0, "timed until it was dropped: {ms} ms");
+}
+
+#[tokio::test]
+async fn sub_millisecond_requests_keep_their_precision() {
+    let (statsd, rx) = spy_statsd("t");
+    let svc = statsd
+        .layer()
+        .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
+    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let t = totals(&flushed_lines(&statsd, &rx));
+    let ms = t.timers["t.unmatched"][0];
+    assert!(ms > 0.0 && ms < 5.0, "a fast request is a fraction of a millisecond, not 0: {ms}");
+}

@@ -22,7 +22,7 @@ mod bytes_frame {
     use http_body::{Body, Frame};
     use tokio::sync::mpsc;
 
-    pub struct ChannelBody(pub mpsc::Receiver<Result<&'static str, &'static str>>);
+    pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Result<&'static str, &'static str>>);
 
     impl Body for ChannelBody {
         type Data = axum::body::Bytes;

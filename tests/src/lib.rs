@@ -73,14 +73,14 @@ impl Stack {
         let mut env = BTreeMap::new();
         env.insert("STACK_DIR", dir.display().to_string());
         env.insert("STATSD_FLUSH_MS", flush_ms.to_string());
+        // carbon-aggregator is the image's optional relay; the tests read carbon-cache.
+        env.insert("STACK_AGGREGATOR", "0".to_owned());
         for name in [
             "STATSD_PORT",
             "STATSD_ADMIN_PORT",
             "CARBON_PORT",
             "CARBON_PICKLE_PORT",
             "CARBON_QUERY_PORT",
-            "CARBON_AGGREGATOR_PORT",
-            "CARBON_AGGREGATOR_PICKLE_PORT",
             "GRAPHITE_PORT",
         ] {
             env.insert(name, free_port().to_string());

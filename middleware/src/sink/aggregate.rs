@@ -127,11 +127,6 @@ impl Aggregator {
         self.values
     }
 
-    /// Whether the window holds nothing.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.values == 0
-    }
-
     /// Writes the whole window to `out` and starts a new one. Packets still
     /// being filled stay in `out` until its next flush.
     pub(crate) fn drain(&mut self, out: &mut PacketWriter) {
@@ -164,10 +159,9 @@ impl Aggregator {
 mod tests {
     use std::sync::Arc;
 
-    use cadence::SpyMetricSink;
-
     use super::super::line::parse;
     use super::super::packet::PacketStats;
+    use super::super::testing::{lines, spy};
     use super::*;
 
     fn count(value: f64, rate: f64) -> Value<'static> {
@@ -184,15 +178,11 @@ mod tests {
 
     /// Drains into packets and returns the lines, sorted (key order is a hash order).
     fn drain(agg: &mut Aggregator) -> Vec<String> {
-        let (rx, spy) = SpyMetricSink::new();
+        let (rx, spy) = spy();
         let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
         agg.drain(&mut out);
         out.flush();
-        drop(out);
-        let mut lines: Vec<String> = rx
-            .iter()
-            .flat_map(|p| String::from_utf8(p).unwrap().split('\n').map(str::to_owned).collect::<Vec<_>>())
-            .collect();
+        let mut lines = lines(&rx.take());
         lines.sort();
         lines
     }
@@ -209,7 +199,7 @@ mod tests {
         add(&mut agg, "c", "", count(1.0, 0.25));
         assert_eq!(agg.len(), 3);
         assert_eq!(drain(&mut agg), ["a:20|c", "b:-2|c", "c:4.5|c"]);
-        assert!(agg.is_empty());
+        assert_eq!(agg.len(), 0);
         assert!(drain(&mut agg).is_empty(), "the window was reset");
     }
 
@@ -264,11 +254,11 @@ mod tests {
         let mut agg = Aggregator::new();
         add(&mut agg, "g", "", Value::Gauge(1.0));
         add(&mut agg, "g", "", Value::GaugeDelta(-6.0));
-        let (rx, spy) = SpyMetricSink::new();
+        let (rx, spy) = spy();
         let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
         agg.drain(&mut out);
         out.flush();
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [b"g:0|g\ng:-5|g".to_vec()]);
+        assert_eq!(rx.take(), ["g:0|g\ng:-5|g"]);
     }
 
     #[test]

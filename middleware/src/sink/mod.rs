@@ -1,11 +1,67 @@
 //! Delivery: the layer and the handlers' client hand metrics to a bounded
 //! in-memory stage; one background thread aggregates them per flush window
-//! and writes packets of at most `max_udp_size` bytes to a transport.
+//! and writes packets of at most `max_packet_size` bytes to a transport.
 //!
-//! The data path: [`Pipeline::send`] (never blocks) → channel → worker thread
-//! → [`Aggregator`] (counters summed, sets de-duplicated, timer values packed)
-//! → packet writer → transport ([`UdpSink`], [`TcpSink`] or any cadence
-//! [`MetricSink`](cadence::MetricSink)).
+//! The data path, one concern per module:
+//!
+//! - `worker`: [`AggregatingSink`] — `send`/[`emit`](cadence::MetricSink::emit)
+//!   (one `try_send`, never blocks) → bounded channel → the `tower-statsd`
+//!   thread, which flushes on a timer, on [`AggregatingSink::flush`], when a
+//!   window grows too large, and when the last handle is dropped;
+//! - `line`: parsing cadence's `name:value|type[|@rate][|#tags]` lines and
+//!   formatting lines the Etsy daemon reads back exactly;
+//! - `aggregate`: one flush window (counters summed, sets de-duplicated,
+//!   timer values packed as `key:v1|ms:v2|ms`, gauges folded);
+//! - `packet`: `\n`-joined lines in packets of at most `max_packet_size`
+//!   bytes, a long multi-value line split under the same name;
+//! - `transport`: [`UdpSink`] (lazy, retried DNS) and [`TcpSink`] (lazy,
+//!   retried connection). Any cadence [`MetricSink`](cadence::MetricSink) is
+//!   a transport too: cadence's [`UnixMetricSink`](cadence::UnixMetricSink)
+//!   for a Unix datagram socket, [`SpyMetricSink`](cadence::SpyMetricSink) in
+//!   tests. One `emit` call is one packet.
+//!
+//! # Examples
+//!
+//! Default delivery to a local daemon, used by a plain cadence client:
+//!
+//! ```
+//! use cadence::{Counted, StatsdClient};
+//! use tower_statsd::sink::{AggregatingSink, UdpSink};
+//!
+//! let sink = AggregatingSink::builder(UdpSink::new("localhost", 8125, false)?).build()?;
+//! let statsd = StatsdClient::from_sink("app", sink.clone());
+//! statsd.count("jobs", 3).ok();
+//! statsd.count("jobs", 4).ok();
+//! sink.flush(); // one packet: `app.jobs:7|c`
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Customised: packets captured in a test, no aggregation:
+//!
+//! ```
+//! use cadence::{Counted, SpyMetricSink, StatsdClient};
+//! use tower_statsd::sink::AggregatingSink;
+//!
+//! let (packets, spy) = SpyMetricSink::new();
+//! let sink = AggregatingSink::builder(spy).aggregate(false).max_packet_size(1432).build()?;
+//! let statsd = StatsdClient::from_sink("app", sink.clone());
+//! statsd.count("jobs", 3).ok();
+//! statsd.count("jobs", 4).ok();
+//! assert!(sink.flush());
+//! assert_eq!(packets.try_recv().unwrap(), b"app.jobs:3|c\napp.jobs:4|c");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod aggregate;
+mod line;
+mod packet;
+#[cfg(test)]
+mod testing;
+mod transport;
+mod worker;
+
+pub use transport::{TcpSink, UdpSink};
+pub use worker::{AggregatingSink, AggregatingSinkBuilder};
 
 // Interface shared with the rest of the crate; the modules below implement it.
 
@@ -33,7 +89,7 @@ pub(crate) enum Value<'a> {
     Gauge(f64),
     /// Relative gauge change.
     GaugeDelta(f64),
-    /// Set member, already safe (no `\n`, `:`, `|`, `#`, `@`).
+    /// Set member, already safe (no `\n`, `:`, `|`, `#`, whitespace).
     Set(&'a str),
 }
 

@@ -193,21 +193,18 @@ impl PacketWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::Receiver;
-
-    use cadence::SpyMetricSink;
-
     use super::super::line::parse;
+    use super::super::testing::{spy, Packets};
     use super::*;
 
-    fn writer(max: usize) -> (Receiver<Vec<u8>>, PacketWriter, Arc<PacketStats>) {
-        let (rx, spy) = SpyMetricSink::new();
+    fn writer(max: usize) -> (Packets, PacketWriter, Arc<PacketStats>) {
+        let (rx, spy) = spy();
         let stats = Arc::new(PacketStats::default());
         (rx, PacketWriter::new(Box::new(spy), max, stats.clone()), stats)
     }
 
-    fn packets(rx: &Receiver<Vec<u8>>) -> Vec<String> {
-        rx.try_iter().map(|p| String::from_utf8(p).unwrap()).collect()
+    fn packets(rx: &Packets) -> Vec<String> {
+        rx.take()
     }
 
     /// Every field of every line, as the daemon would split it: `(name, tags, field)`.

@@ -1,0 +1,46 @@
+//! Test helpers: cadence's `SpyMetricSink` behind a receiver type that can be
+//! named without depending on crossbeam.
+
+use std::time::Duration;
+
+use cadence::SpyMetricSink;
+
+/// The packets a [`SpyMetricSink`] received, one per `emit`.
+pub(crate) struct Packets {
+    next: Box<dyn Fn(Option<Duration>) -> Option<String> + Send>,
+}
+
+impl Packets {
+    /// Every packet received so far.
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::iter::from_fn(|| (self.next)(None)).collect()
+    }
+
+    /// The next packet, waiting up to `timeout`.
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<String> {
+        (self.next)(Some(timeout))
+    }
+
+    /// Every packet until the sink is dropped (or 5 s pass without one).
+    pub(crate) fn until_closed(&self) -> Vec<String> {
+        std::iter::from_fn(|| self.wait(Duration::from_secs(5))).collect()
+    }
+}
+
+/// A spy transport and what it receives.
+pub(crate) fn spy() -> (Packets, SpyMetricSink) {
+    let (rx, spy) = SpyMetricSink::new();
+    let next = move |wait: Option<Duration>| {
+        let packet = match wait {
+            None => rx.try_recv().ok(),
+            Some(timeout) => rx.recv_timeout(timeout).ok(),
+        };
+        packet.map(|p| String::from_utf8(p).expect("packets are UTF-8"))
+    };
+    (Packets { next: Box::new(next) }, spy)
+}
+
+/// Every line of every packet.
+pub(crate) fn lines(packets: &[String]) -> Vec<String> {
+    packets.iter().flat_map(|p| p.split('\n')).map(str::to_owned).collect()
+}

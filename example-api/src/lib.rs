@@ -29,13 +29,14 @@ impl Settings {
     /// From `DEMO_MAX_DELAY_MS` (default 500).
     pub fn from_env() -> Result<Self, String> {
         let ms = match std::env::var("DEMO_MAX_DELAY_MS") {
-            Ok(v) => v
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("DEMO_MAX_DELAY_MS={v:?} is not a whole number of milliseconds"))?,
+            Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+                format!("DEMO_MAX_DELAY_MS={v:?} is not a whole number of milliseconds")
+            })?,
             Err(_) => 500,
         };
-        Ok(Settings { max_delay: Duration::from_millis(ms) })
+        Ok(Settings {
+            max_delay: Duration::from_millis(ms),
+        })
     }
 }
 
@@ -61,7 +62,10 @@ struct RootQuery {
     msg: Option<String>,
 }
 
-async fn root(State(settings): State<Settings>, query: Result<Query<RootQuery>, QueryRejection>) -> Response {
+async fn root(
+    State(settings): State<Settings>,
+    query: Result<Query<RootQuery>, QueryRejection>,
+) -> Response {
     if !settings.max_delay.is_zero() {
         let delay = rand::random_range(Duration::ZERO..=settings.max_delay);
         tokio::time::sleep(delay).await;
@@ -146,20 +150,28 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get_json(app: Router, uri: &str) -> (StatusCode, Value) {
-        let response = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let response = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
     fn settings() -> Settings {
-        Settings { max_delay: Duration::ZERO }
+        Settings {
+            max_delay: Duration::ZERO,
+        }
     }
 
     #[tokio::test]
     async fn root_echoes_the_message() {
         let (status, body) = get_json(routes(settings()), "/?msg=Hello+world").await;
-        assert_eq!((status, body), (StatusCode::OK, json!({ "message": "Hello world" })));
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({ "message": "Hello world" }))
+        );
         let (_, body) = get_json(routes(settings()), "/").await;
         assert_eq!(body, json!({ "message": "No message provided!" }));
     }

@@ -31,7 +31,9 @@ async fn run() -> Result<(), String> {
 
     let host = std::env::var("STATSD_HOST").unwrap_or_else(|_| "localhost".to_owned());
     let admin_port = match std::env::var("STATSD_ADMIN_PORT") {
-        Ok(v) => v.parse().map_err(|_| format!("STATSD_ADMIN_PORT={v:?} is not a port"))?,
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("STATSD_ADMIN_PORT={v:?} is not a port"))?,
         Err(_) => 8126,
     };
     match statsd_health(&host, admin_port).await {
@@ -67,7 +69,9 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     // Every request the server answered is counted: send what is buffered.
-    let flushed = tokio::task::spawn_blocking(move || statsd.flush()).await.unwrap_or(false);
+    let flushed = tokio::task::spawn_blocking(move || statsd.flush())
+        .await
+        .unwrap_or(false);
     tracing::info!(flushed, "stopped");
     Ok(())
 }

@@ -36,7 +36,14 @@ impl Recorder {
         method: &'static str,
         user: Option<(Arc<str>, UserToken)>,
     ) -> Self {
-        Recorder { shared: shared.clone(), start, route, method, status: None, user }
+        Recorder {
+            shared: shared.clone(),
+            start,
+            route,
+            method,
+            status: None,
+            user,
+        }
     }
 
     pub(crate) fn set_status(&mut self, status: StatusCode) {

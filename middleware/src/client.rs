@@ -135,12 +135,21 @@ impl Statsd {
     /// # }
     /// ```
     pub fn time_future<F: Future>(&self, key: &str, future: F) -> Timed<F> {
-        Timed { inner: future, statsd: self.clone(), key: key.into(), timer: None }
+        Timed {
+            inner: future,
+            statsd: self.clone(),
+            key: key.into(),
+            timer: None,
+        }
     }
 
     /// A guard that records the time from now to its drop under `key`.
     pub fn start_timer(&self, key: &str) -> TimerGuard {
-        TimerGuard { statsd: self.clone(), key: key.into(), start: Instant::now() }
+        TimerGuard {
+            statsd: self.clone(),
+            key: key.into(),
+            start: Instant::now(),
+        }
     }
 
     fn send_line(&self, key: &str, value_and_type: &str) {
@@ -229,7 +238,14 @@ impl StatsdBuilder {
         let client = StatsdClient::builder(&prefix, sink.clone())
             .with_error_handler(|e| tracing::trace!(error = %e, "metric not queued"))
             .build();
-        Ok(Statsd { inner: Arc::new(Inner { client, sink, prefix, naming: self.naming }) })
+        Ok(Statsd {
+            inner: Arc::new(Inner {
+                client,
+                sink,
+                prefix,
+                naming: self.naming,
+            }),
+        })
     }
 }
 

@@ -151,7 +151,11 @@ fn flag(name: &'static str, value: String) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(ConfigError::InvalidValue { name, value, expected: "0 or 1" }),
+        _ => Err(ConfigError::InvalidValue {
+            name,
+            value,
+            expected: "0 or 1",
+        }),
     }
 }
 
@@ -174,9 +178,11 @@ impl StatsdBuilder {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let env: EnvVars = envy::prefixed("STATSD_")
-            .from_iter(vars)
-            .map_err(|e| ConfigError::Env(format!("STATSD_* environment: {e}")))?;
+        let env: EnvVars = envy::prefixed("STATSD_").from_iter(vars).map_err(|e| {
+            // envy names the variable without its prefix.
+            let message = e.to_string().replace("provided by ", "provided by STATSD_");
+            ConfigError::Env(message)
+        })?;
         if let Some(host) = env.host {
             self.host = host;
         }
@@ -329,7 +335,10 @@ mod tests {
     #[test]
     fn pystatsd_names_and_defaults() {
         let b = env(&[]).unwrap();
-        assert_eq!((b.host.as_str(), b.port, b.max_udp_size, b.ipv6), ("localhost", 8125, 512, false));
+        assert_eq!(
+            (b.host.as_str(), b.port, b.max_udp_size, b.ipv6),
+            ("localhost", 8125, 512, false)
+        );
         let b = env(&[
             ("STATSD_HOST", "graphite"),
             ("STATSD_PORT", "9125"),
@@ -356,10 +365,19 @@ mod tests {
         assert!(e.contains("STATSD_PORT") || e.contains("port"), "{e}");
         let e = env(&[("STATSD_IPV6", "maybe")]).unwrap_err().to_string();
         assert!(e.contains("STATSD_IPV6") && e.contains("0 or 1"), "{e}");
-        let e = env(&[("STATSD_TRANSPORT", "unix")]).unwrap_err().to_string();
+        let e = env(&[("STATSD_TRANSPORT", "unix")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("STATSD_SOCKET"), "{e}");
-        let e = StatsdBuilder::new().max_udp_size(10).validate().unwrap_err().to_string();
+        let e = StatsdBuilder::new()
+            .max_udp_size(10)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 64"), "{e}");
-        assert!(matches!(StatsdBuilder::new().host(" ").validate(), Err(ConfigError::EmptyHost)));
+        assert!(matches!(
+            StatsdBuilder::new().host(" ").validate(),
+            Err(ConfigError::EmptyHost)
+        ));
     }
 }

@@ -25,7 +25,10 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, recorder: Recorder) -> Self {
-        ResponseFuture { inner, recorder: Some(recorder) }
+        ResponseFuture {
+            inner,
+            recorder: Some(recorder),
+        }
     }
 }
 

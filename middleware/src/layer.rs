@@ -98,7 +98,11 @@ impl StatsdLayer {
             .user
             .as_ref()
             .map(|(key, set)| (key.clone(), Arc::from(&*naming.global(set))));
-        self.shared = Arc::new(Shared { statsd, naming, user });
+        self.shared = Arc::new(Shared {
+            statsd,
+            naming,
+            user,
+        });
     }
 }
 

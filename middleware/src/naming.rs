@@ -83,7 +83,11 @@ impl Naming {
                 .iter()
                 .map(|(template, name)| {
                     let name = sanitize_dotted(name);
-                    let name = if name.is_empty() { route_name(template) } else { name };
+                    let name = if name.is_empty() {
+                        route_name(template)
+                    } else {
+                        name
+                    };
                     (template.as_str().into(), name.into())
                 })
                 .collect(),
@@ -174,7 +178,11 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn push_sanitized(out: &mut String, segment: &str) {
-    out.extend(segment.chars().map(|c| if is_name_char(c) { c } else { '_' }));
+    out.extend(
+        segment
+            .chars()
+            .map(|c| if is_name_char(c) { c } else { '_' }),
+    );
 }
 
 /// Sanitizes a dotted name (prefix, override, set name): each dot-separated
@@ -262,7 +270,10 @@ mod tests {
             ("/x".to_owned(), "...".to_owned()),
         ];
         let naming = Naming::new("p..q", NamingMode::Hierarchical, &overrides);
-        assert_eq!(&*naming.route(Some("/users/{id}/posts")).timer, "p.q.posts.by_user");
+        assert_eq!(
+            &*naming.route(Some("/users/{id}/posts")).timer,
+            "p.q.posts.by_user"
+        );
         assert_eq!(&*naming.route(Some("/x")).timer, "p.q.x");
     }
 

@@ -37,17 +37,35 @@ impl RequestRecord {
 
     /// Calls `f` with every metric this request reports.
     pub(crate) fn for_each_metric(&self, f: &mut dyn FnMut(Metric<'_>)) {
-        let once = Value::Count { value: 1.0, rate: 1.0 };
-        let timer = Value::Timer { ms: self.millis(), rate: 1.0 };
+        let once = Value::Count {
+            value: 1.0,
+            rate: 1.0,
+        };
+        let timer = Value::Timer {
+            ms: self.millis(),
+            rate: 1.0,
+        };
         match self.mode {
             NamingMode::Hierarchical => {
-                f(Metric { name: &self.route.called, tags: "", value: once });
-                f(Metric { name: &self.route.timer, tags: "", value: timer });
+                f(Metric {
+                    name: &self.route.called,
+                    tags: "",
+                    value: once,
+                });
+                f(Metric {
+                    name: &self.route.timer,
+                    tags: "",
+                    value: timer,
+                });
                 if let Some(status) = self.status {
                     let mut name = String::with_capacity(self.route.status_prefix.len() + 3);
                     name.push_str(&self.route.status_prefix);
                     name.push_str(status.as_str());
-                    f(Metric { name: &name, tags: "", value: once });
+                    f(Metric {
+                        name: &name,
+                        tags: "",
+                        value: once,
+                    });
                 }
             }
             NamingMode::Tagged => {
@@ -59,14 +77,26 @@ impl RequestRecord {
                     }
                     None => tags.push_str(",status:error"),
                 }
-                f(Metric { name: &self.route.called, tags: &tags, value: once });
-                f(Metric { name: &self.route.timer, tags: &tags, value: timer });
+                f(Metric {
+                    name: &self.route.called,
+                    tags: &tags,
+                    value: once,
+                });
+                f(Metric {
+                    name: &self.route.timer,
+                    tags: &tags,
+                    value: timer,
+                });
             }
         }
         // A rejected request (`/user?id=abc` → 400) is not a user visit.
         if let (Some(status), Some((set, member))) = (self.status, &self.user) {
             if status.as_u16() < 400 {
-                f(Metric { name: set, tags: "", value: Value::Set(member.as_str()) });
+                f(Metric {
+                    name: set,
+                    tags: "",
+                    value: Value::Set(member.as_str()),
+                });
             }
         }
     }
@@ -86,7 +116,11 @@ mod tests {
 
     fn record(mode: NamingMode, status: Option<u16>, user: &str) -> RequestRecord {
         let naming = Naming::new("statstest", mode, &[]);
-        let parts = http::Request::get(format!("/user?id={user}")).body(()).unwrap().into_parts().0;
+        let parts = http::Request::get(format!("/user?id={user}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
         let token = UserKey::query("id").token(&parts).unwrap();
         RequestRecord {
             route: naming.route(Some("/user")),

@@ -49,7 +49,11 @@ fn timers_record_float_milliseconds_even_on_error_or_panic() {
     assert_eq!(t.timers["statstest.panicky"].len(), 1);
     let guarded = t.timers["statstest.guarded"][0];
     assert!((2.0..1000.0).contains(&guarded), "{guarded}");
-    assert_eq!(t.timers["statstest.exact"], [0.3], "sub-millisecond values are kept");
+    assert_eq!(
+        t.timers["statstest.exact"],
+        [0.3],
+        "sub-millisecond values are kept"
+    );
 }
 
 #[tokio::test]

@@ -56,15 +56,24 @@ async fn timer_fires_once_when_the_body_is_collected() {
         async move { Ok::<_, Infallible>(r) }
     }));
 
-    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    let response = svc
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(flushed_lines(&statsd, &rx).is_empty(), "nothing is reported when the future resolves");
+    assert!(
+        flushed_lines(&statsd, &rx).is_empty(),
+        "nothing is reported when the future resolves"
+    );
 
     tx.send(Ok("hello ")).await.unwrap();
     let mut body = response.into_body();
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "hello ");
-    assert!(flushed_lines(&statsd, &rx).is_empty(), "nothing is reported mid-body");
+    assert!(
+        flushed_lines(&statsd, &rx).is_empty(),
+        "nothing is reported mid-body"
+    );
 
     tx.send(Ok("world")).await.unwrap();
     drop(tx);
@@ -75,7 +84,10 @@ async fn timer_fires_once_when_the_body_is_collected() {
     assert_eq!(t.counters["t.unmatched.called"], 1.0);
     assert_eq!(t.counters["t.unmatched.status.200"], 1.0);
     assert_eq!(t.timers["t.unmatched"].len(), 1, "exactly one timer value");
-    assert!(flushed_lines(&statsd, &rx).is_empty(), "and nothing more later");
+    assert!(
+        flushed_lines(&statsd, &rx).is_empty(),
+        "and nothing more later"
+    );
 }
 
 #[tokio::test]
@@ -87,7 +99,10 @@ async fn timer_fires_once_when_the_body_is_dropped_unread() {
         let r = response.take().expect("one request");
         async move { Ok::<_, Infallible>(r) }
     }));
-    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    let response = svc
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert!(flushed_lines(&statsd, &rx).is_empty());
 
     // The client went away: the server drops the body without reading it.
@@ -108,35 +123,53 @@ async fn timer_fires_once_when_the_body_fails() {
         let r = response.take().expect("one request");
         async move { Ok::<_, Infallible>(r) }
     }));
-    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    let response = svc
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     tx.send(Err("disk on fire")).await.unwrap();
     let mut body = response.into_body();
     assert!(body.frame().await.unwrap().is_err());
     let t = totals(&flushed_lines(&statsd, &rx));
     assert_eq!(t.timers["t.unmatched"].len(), 1, "reported at the error");
     drop(body);
-    assert!(flushed_lines(&statsd, &rx).is_empty(), "not again at the drop");
+    assert!(
+        flushed_lines(&statsd, &rx).is_empty(),
+        "not again at the drop"
+    );
 }
 
 #[tokio::test]
 async fn a_failed_service_or_a_dropped_future_still_counts_and_times() {
     let (statsd, rx) = spy_statsd("t");
-    let svc = statsd.layer().layer(service_fn(|_req: Request<Body>| async {
-        Err::<Response<Body>, _>("inner service failed")
-    }));
-    let err = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap_err();
+    let svc = statsd
+        .layer()
+        .layer(service_fn(|_req: Request<Body>| async {
+            Err::<Response<Body>, _>("inner service failed")
+        }));
+    let err = svc
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err, "inner service failed");
     let t = totals(&flushed_lines(&statsd, &rx));
     assert_eq!(t.counters["t.unmatched.called"], 1.0);
     assert_eq!(t.timers["t.unmatched"].len(), 1);
-    assert!(t.counters.keys().all(|k| !k.contains(".status.")), "no status without a response");
+    assert!(
+        t.counters.keys().all(|k| !k.contains(".status.")),
+        "no status without a response"
+    );
 
     // A handler that never answers, abandoned by a timeout.
-    let svc = statsd.layer().layer(service_fn(|_req: Request<Body>| async {
-        std::future::pending::<Result<Response<Body>, Infallible>>().await
-    }));
+    let svc = statsd
+        .layer()
+        .layer(service_fn(|_req: Request<Body>| async {
+            std::future::pending::<Result<Response<Body>, Infallible>>().await
+        }));
     let slow = svc.oneshot(Request::get("/").body(Body::empty()).unwrap());
-    assert!(tokio::time::timeout(Duration::from_millis(20), slow).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(20), slow)
+        .await
+        .is_err());
     let t = totals(&flushed_lines(&statsd, &rx));
     assert_eq!(t.counters["t.unmatched.called"], 1.0);
     let ms = t.timers["t.unmatched"][0];
@@ -148,10 +181,18 @@ async fn sub_millisecond_requests_keep_their_precision() {
     let (statsd, rx) = spy_statsd("t");
     let svc = statsd
         .layer()
-        .layer(service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) }));
-    let response = svc.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        .layer(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }));
+    let response = svc
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     response.into_body().collect().await.unwrap();
     let t = totals(&flushed_lines(&statsd, &rx));
     let ms = t.timers["t.unmatched"][0];
-    assert!(ms > 0.0 && ms < 5.0, "a fast request is a fraction of a millisecond, not 0: {ms}");
+    assert!(
+        ms > 0.0 && ms < 5.0,
+        "a fast request is a fraction of a millisecond, not 0: {ms}"
+    );
 }

@@ -42,7 +42,11 @@ fn app(statsd: &Statsd) -> Router {
 }
 
 async fn hit(app: &Router, method: &str, uri: &str) -> StatusCode {
-    let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     response.into_body().collect().await.unwrap();
@@ -71,9 +75,21 @@ async fn route_names_follow_templates() {
     let t = totals(&flushed_lines(&statsd, &rx));
     for (uri, route, status) in cases {
         let per_route = cases.iter().filter(|(_, r, _)| *r == route).count() as f64;
-        assert_eq!(t.counters[&format!("statstest.{route}.called")], per_route, "{uri}");
-        assert!(t.counters.contains_key(&format!("statstest.{route}.status.{status}")), "{uri}");
-        assert_eq!(t.timers[&format!("statstest.{route}")].len() as f64, per_route, "{uri}");
+        assert_eq!(
+            t.counters[&format!("statstest.{route}.called")],
+            per_route,
+            "{uri}"
+        );
+        assert!(
+            t.counters
+                .contains_key(&format!("statstest.{route}.status.{status}")),
+            "{uri}"
+        );
+        assert_eq!(
+            t.timers[&format!("statstest.{route}")].len() as f64,
+            per_route,
+            "{uri}"
+        );
     }
     // Only the successful request with ?id= is a user visit; /fail?id=999 was a 400.
     assert_eq!(t.sets["statstest.user"], ["123"]);
@@ -88,7 +104,12 @@ async fn unknown_paths_and_methods_add_no_names() {
         hit(&app, &format!("X-EVIL{i}"), "/").await;
     }
     let t = totals(&flushed_lines(&statsd, &rx));
-    let names: BTreeSet<&str> = t.counters.keys().chain(t.timers.keys()).map(String::as_str).collect();
+    let names: BTreeSet<&str> = t
+        .counters
+        .keys()
+        .chain(t.timers.keys())
+        .map(String::as_str)
+        .collect();
     let expected: BTreeSet<&str> = [
         "statstest.unmatched.called",
         "statstest.unmatched.status.404",
@@ -105,7 +126,9 @@ async fn unknown_paths_and_methods_add_no_names() {
 #[tokio::test]
 async fn a_real_udp_socket_receives_only_valid_lines() {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-    server.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let port = server.local_addr().unwrap().port();
     let statsd = Statsd::builder()
         .host("127.0.0.1")
@@ -115,7 +138,14 @@ async fn a_real_udp_socket_receives_only_valid_lines() {
         .build()
         .unwrap();
     let app = app(&statsd);
-    for uri in ["/", "/?msg=Hello+world", "/user?id=123", "/user?id=7", "/user?id=a%0Ab%3Ac%7Cd", "/nope"] {
+    for uri in [
+        "/",
+        "/?msg=Hello+world",
+        "/user?id=123",
+        "/user?id=7",
+        "/user?id=a%0Ab%3Ac%7Cd",
+        "/nope",
+    ] {
         hit(&app, "GET", uri).await;
     }
     hit(&app, "DELETE", "/user").await;
@@ -125,7 +155,12 @@ async fn a_real_udp_socket_receives_only_valid_lines() {
     let mut buf = [0u8; 65_536];
     while let Ok(n) = server.recv(&mut buf) {
         assert!(n <= 512, "packet of {n} bytes exceeds STATSD_MAXUDPSIZE");
-        lines.extend(std::str::from_utf8(&buf[..n]).unwrap().lines().map(str::to_owned));
+        lines.extend(
+            std::str::from_utf8(&buf[..n])
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
     }
     assert!(!lines.is_empty());
     let documented = [
@@ -142,12 +177,18 @@ async fn a_real_udp_socket_receives_only_valid_lines() {
     ];
     for line in &lines {
         let (name, _) = parse_line(line);
-        assert!(documented.contains(&name.as_str()), "undocumented name {name:?} in {line:?}");
+        assert!(
+            documented.contains(&name.as_str()),
+            "undocumented name {name:?} in {line:?}"
+        );
     }
     let t = totals(&lines);
     assert_eq!(t.counters["statstest.root.called"], 2.0);
     assert_eq!(t.counters["statstest.user.called"], 4.0);
-    let members: BTreeSet<&str> = t.sets["statstest.user"].iter().map(String::as_str).collect();
+    let members: BTreeSet<&str> = t.sets["statstest.user"]
+        .iter()
+        .map(String::as_str)
+        .collect();
     assert_eq!(members.len(), 3, "123, 7 and one hashed token: {members:?}");
     assert!(members.contains("123") && members.contains("7"));
 }

@@ -18,7 +18,10 @@ use serde_json::Value;
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// A free port on 127.0.0.1, for TCP and UDP alike.
@@ -103,7 +106,10 @@ impl Stack {
             .arg("start")
             .status()
             .expect("run scripts/stack start");
-        assert!(status.success(), "scripts/stack start failed ({status}); see its output above");
+        assert!(
+            status.success(),
+            "scripts/stack start failed ({status}); see its output above"
+        );
         stack
     }
 
@@ -151,15 +157,21 @@ impl Stack {
     /// Sends raw StatsD lines in one datagram.
     pub fn send_raw(&self, payload: &str) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        socket.send_to(payload.as_bytes(), ("127.0.0.1", self.statsd_port)).expect("send");
+        socket
+            .send_to(payload.as_bytes(), ("127.0.0.1", self.statsd_port))
+            .expect("send");
     }
 
     /// A command on StatsD's admin port (`counters`, `timers`, `gauges`,
     /// `stats`, `health`), its answer up to `END`.
     pub fn admin(&self, command: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.admin_port)).expect("admin port");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        stream.write_all(format!("{command}\n").as_bytes()).expect("write admin");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+            .write_all(format!("{command}\n").as_bytes())
+            .expect("write admin");
         let mut out = String::new();
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -227,7 +239,12 @@ impl Stack {
     /// Raw bytes of a render (for `format=png`).
     pub fn render_bytes(&self, query: &[(&str, &str)]) -> Result<(String, Vec<u8>), String> {
         let url = format!("{}/render", self.graphite_url());
-        let response = self.http.get(url).query(query).send().map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .get(url)
+            .query(query)
+            .send()
+            .map_err(|e| e.to_string())?;
         let content_type = response
             .headers()
             .get("content-type")
@@ -263,7 +280,14 @@ pub fn example_api_binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let output = Command::new(cargo)
                 .current_dir(repo_root())
-                .args(["build", "-p", "example-api", "--bin", "example-api", "--message-format=json"])
+                .args([
+                    "build",
+                    "-p",
+                    "example-api",
+                    "--bin",
+                    "example-api",
+                    "--message-format=json",
+                ])
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("run cargo build -p example-api");
@@ -324,7 +348,10 @@ impl Drop for ExampleApi {
 
 /// GET `url`, returning the status and the body text.
 pub fn get(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {
-    let response = client.get(url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = client
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     let mut body = String::new();
     let _ = response.take(1 << 20).read_to_string(&mut body);

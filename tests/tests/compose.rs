@@ -11,20 +11,39 @@ fn compose_file_is_valid() {
     let status = Command::new(repo_root().join("scripts/check-compose"))
         .status()
         .expect("run scripts/check-compose");
-    assert!(status.success(), "docker-compose config -q rejected docker-compose.yml");
+    assert!(
+        status.success(),
+        "docker-compose config -q rejected docker-compose.yml"
+    );
 }
 
 #[test]
 fn compose_ports_match_the_tutorial_and_the_stack() {
     let compose = std::fs::read_to_string(repo_root().join("docker-compose.yml")).unwrap();
-    for mapping in ["80:80", "2003-2004:2003-2004", "2023-2024:2023-2024", "8125:8125/udp", "8126:8126", "8000:8000"] {
+    for mapping in [
+        "80:80",
+        "2003-2004:2003-2004",
+        "2023-2024:2023-2024",
+        "8125:8125/udp",
+        "8126:8126",
+        "8000:8000",
+    ] {
         assert!(compose.contains(mapping), "port mapping {mapping} missing");
     }
-    for env in ["STATSD_HOST", "STATSD_PORT", "STATSD_PREFIX", "API_ADDR", "DEMO_MAX_DELAY_MS"] {
+    for env in [
+        "STATSD_HOST",
+        "STATSD_PORT",
+        "STATSD_PREFIX",
+        "API_ADDR",
+        "DEMO_MAX_DELAY_MS",
+    ] {
         assert!(compose.contains(env), "{env} missing from the api service");
     }
     let stack = std::fs::read_to_string(repo_root().join("scripts/stack")).unwrap();
     for default in ["8125", "8126", "2003", "2004"] {
-        assert!(stack.contains(default), "scripts/stack lacks the tutorial's port {default}");
+        assert!(
+            stack.contains(default),
+            "scripts/stack lacks the tutorial's port {default}"
+        );
     }
 }

@@ -145,7 +145,9 @@ impl Aggregator {
             out.push_metric(&Metric { name, tags, value });
         });
         self.timers.drain(|name, tags, values| {
-            let values = values.into_iter().map(|(ms, rate)| Value::Timer { ms, rate });
+            let values = values
+                .into_iter()
+                .map(|(ms, rate)| Value::Timer { ms, rate });
             out.push_packed(name, tags, values);
         });
         self.sets.drain(|name, tags, members| {

@@ -255,7 +255,7 @@ pub(crate) fn write_field(out: &mut String, value: &Value<'_>) {
             out.push_str("|g");
         }
         Value::GaugeDelta(delta) => {
-            if !(delta < 0.0) {
+            if delta >= 0.0 {
                 out.push('+');
             }
             write_number(out, delta);
@@ -305,7 +305,10 @@ fn write_number(out: &mut String, value: f64) {
 fn write_ms(out: &mut String, ms: f64) {
     let start = out.len();
     let _ = write!(out, "{ms:.3}");
-    let trimmed = out[start..].trim_end_matches('0').trim_end_matches('.').len();
+    let trimmed = out[start..]
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .len();
     out.truncate(start + trimmed);
     if &out[start..] == "-0" {
         out.truncate(start);
@@ -332,11 +335,41 @@ mod tests {
     #[test]
     fn parses_every_cadence_type() {
         let cases = [
-            ("a.b:1|c", Value::Count { value: 1.0, rate: 1.0 }),
-            ("a.b:-3|c", Value::Count { value: -3.0, rate: 1.0 }),
-            ("a.b:2.5|c|@0.5", Value::Count { value: 2.5, rate: 0.5 }),
-            ("a.b:8|m", Value::Count { value: 8.0, rate: 1.0 }),
-            ("a.b:12|ms", Value::Timer { ms: 12.0, rate: 1.0 }),
+            (
+                "a.b:1|c",
+                Value::Count {
+                    value: 1.0,
+                    rate: 1.0,
+                },
+            ),
+            (
+                "a.b:-3|c",
+                Value::Count {
+                    value: -3.0,
+                    rate: 1.0,
+                },
+            ),
+            (
+                "a.b:2.5|c|@0.5",
+                Value::Count {
+                    value: 2.5,
+                    rate: 0.5,
+                },
+            ),
+            (
+                "a.b:8|m",
+                Value::Count {
+                    value: 8.0,
+                    rate: 1.0,
+                },
+            ),
+            (
+                "a.b:12|ms",
+                Value::Timer {
+                    ms: 12.0,
+                    rate: 1.0,
+                },
+            ),
             ("a.b:0.3|ms|@0.1", Value::Timer { ms: 0.3, rate: 0.1 }),
             ("a.b:4|h", Value::Timer { ms: 4.0, rate: 1.0 }),
             ("a.b:4.5|d", Value::Timer { ms: 4.5, rate: 1.0 }),
@@ -349,7 +382,15 @@ mod tests {
         ];
         for (text, value) in cases {
             let metric = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!(metric, Metric { name: "a.b", tags: "", value }, "{text}");
+            assert_eq!(
+                metric,
+                Metric {
+                    name: "a.b",
+                    tags: "",
+                    value
+                },
+                "{text}"
+            );
         }
     }
 
@@ -358,7 +399,13 @@ mod tests {
         let metric = parse("p.http-req_1:7|c|@0.25|#route:root,method:GET").unwrap();
         assert_eq!(metric.name, "p.http-req_1");
         assert_eq!(metric.tags, "route:root,method:GET");
-        assert_eq!(metric.value, Value::Count { value: 7.0, rate: 0.25 });
+        assert_eq!(
+            metric.value,
+            Value::Count {
+                value: 7.0,
+                rate: 0.25
+            }
+        );
         assert_eq!(parse("a:1|ms|#t").unwrap().tags, "t");
     }
 
@@ -400,7 +447,7 @@ mod tests {
             ("a:x\ny|s", LineError::InvalidSetMember),
             ("a:1|c|#a b", LineError::InvalidTags),
             ("a:1|c|#a\nb:1|c", LineError::InvalidTags),
-            ("a:1|c:2|c", LineError::PackedValues),
+            ("a:1|c:2|c", LineError::UnknownType),
             ("a:1:2|g", LineError::PackedValues),
             ("a:x:y|s", LineError::PackedValues),
             ("a:1|c|x", LineError::UnexpectedField),
@@ -420,14 +467,26 @@ mod tests {
     fn packed_timer_values_are_all_or_nothing() {
         let mut seen = Vec::new();
         let text = "a:1:2.5:3|ms|@0.5|#t:1";
-        parse_each(text, &mut |m| seen.push(format!("{} {} {:?}", m.name, m.tags, m.value))).unwrap();
+        parse_each(text, &mut |m| {
+            seen.push(format!("{} {} {:?}", m.name, m.tags, m.value))
+        })
+        .unwrap();
         let timer = |ms| format!("a t:1 {:?}", Value::Timer { ms, rate: 0.5 });
         assert_eq!(seen, [timer(1.0), timer(2.5), timer(3.0)]);
 
         let mut count = 0;
-        assert_eq!(parse_each("a:1:x|ms", &mut |_| count += 1), Err(LineError::InvalidNumber));
-        assert_eq!(parse_each("a:1:-2|h", &mut |_| count += 1), Err(LineError::NegativeTimer));
-        assert_eq!(parse_each("a:1:2|c", &mut |_| count += 1), Err(LineError::PackedValues));
+        assert_eq!(
+            parse_each("a:1:x|ms", &mut |_| count += 1),
+            Err(LineError::InvalidNumber)
+        );
+        assert_eq!(
+            parse_each("a:1:-2|h", &mut |_| count += 1),
+            Err(LineError::NegativeTimer)
+        );
+        assert_eq!(
+            parse_each("a:1:2|c", &mut |_| count += 1),
+            Err(LineError::PackedValues)
+        );
         assert_eq!(count, 0);
         assert_eq!(parse("a:1:2|ms"), Err(LineError::PackedValues));
     }
@@ -446,7 +505,13 @@ mod tests {
         assert_eq!(ms(5.0), "5|ms");
         assert_eq!(ms(120.0), "120|ms");
         assert_eq!(ms(1e12), "1000000000000|ms");
-        assert_eq!(field(Value::Timer { ms: 0.25, rate: 0.1 }), "0.25|ms|@0.1");
+        assert_eq!(
+            field(Value::Timer {
+                ms: 0.25,
+                rate: 0.1
+            }),
+            "0.25|ms|@0.1"
+        );
     }
 
     #[test]
@@ -469,21 +534,66 @@ mod tests {
 
     #[test]
     fn negative_absolute_gauge_resets_to_zero_first() {
-        let metric = Metric { name: "g", tags: "k:v", value: Value::Gauge(-5.0) };
+        let metric = Metric {
+            name: "g",
+            tags: "k:v",
+            value: Value::Gauge(-5.0),
+        };
         assert_eq!(line(&metric), "g:0|g|#k:v\ng:-5|g|#k:v");
     }
 
     #[test]
     fn lines_round_trip() {
         let metrics = [
-            Metric { name: "a", tags: "", value: Value::Count { value: 3.0, rate: 1.0 } },
-            Metric { name: "a.b-c_d", tags: "x:y,z", value: Value::Count { value: 0.5, rate: 0.125 } },
-            Metric { name: "t", tags: "", value: Value::Timer { ms: 0.3, rate: 1.0 } },
-            Metric { name: "t", tags: "route:root", value: Value::Timer { ms: 1234.567, rate: 0.5 } },
-            Metric { name: "g", tags: "", value: Value::Gauge(42.0) },
-            Metric { name: "g", tags: "", value: Value::GaugeDelta(-1.5) },
-            Metric { name: "g", tags: "", value: Value::GaugeDelta(2.0) },
-            Metric { name: "s", tags: "a:b", value: Value::Set("user-1.x_Y") },
+            Metric {
+                name: "a",
+                tags: "",
+                value: Value::Count {
+                    value: 3.0,
+                    rate: 1.0,
+                },
+            },
+            Metric {
+                name: "a.b-c_d",
+                tags: "x:y,z",
+                value: Value::Count {
+                    value: 0.5,
+                    rate: 0.125,
+                },
+            },
+            Metric {
+                name: "t",
+                tags: "",
+                value: Value::Timer { ms: 0.3, rate: 1.0 },
+            },
+            Metric {
+                name: "t",
+                tags: "route:root",
+                value: Value::Timer {
+                    ms: 1234.567,
+                    rate: 0.5,
+                },
+            },
+            Metric {
+                name: "g",
+                tags: "",
+                value: Value::Gauge(42.0),
+            },
+            Metric {
+                name: "g",
+                tags: "",
+                value: Value::GaugeDelta(-1.5),
+            },
+            Metric {
+                name: "g",
+                tags: "",
+                value: Value::GaugeDelta(2.0),
+            },
+            Metric {
+                name: "s",
+                tags: "a:b",
+                value: Value::Set("user-1.x_Y"),
+            },
         ];
         for metric in metrics {
             let text = line(&metric);

@@ -200,7 +200,11 @@ mod tests {
     fn writer(max: usize) -> (Packets, PacketWriter, Arc<PacketStats>) {
         let (rx, spy) = spy();
         let stats = Arc::new(PacketStats::default());
-        (rx, PacketWriter::new(Box::new(spy), max, stats.clone()), stats)
+        (
+            rx,
+            PacketWriter::new(Box::new(spy), max, stats.clone()),
+            stats,
+        )
     }
 
     fn packets(rx: &Packets) -> Vec<String> {
@@ -217,7 +221,14 @@ mod tests {
                 let name = bits.next().unwrap();
                 for field in bits {
                     // Each field must parse back on its own with our parser.
-                    let single = format!("{name}:{field}{}", if tags.is_empty() { String::new() } else { format!("|#{tags}") });
+                    let single = format!(
+                        "{name}:{field}{}",
+                        if tags.is_empty() {
+                            String::new()
+                        } else {
+                            format!("|#{tags}")
+                        }
+                    );
                     parse(&single).unwrap_or_else(|e| panic!("{single:?}: {e}"));
                     out.push((name.to_owned(), tags.to_owned(), field.to_owned()));
                 }
@@ -234,7 +245,10 @@ mod tests {
         }
         assert_eq!(w.buffered(), 7);
         w.flush();
-        assert_eq!(packets(&rx), ["abc:1|c\nabc:1|c", "abc:1|c\nabc:1|c", "abc:1|c"]);
+        assert_eq!(
+            packets(&rx),
+            ["abc:1|c\nabc:1|c", "abc:1|c\nabc:1|c", "abc:1|c"]
+        );
         assert_eq!(stats.packets_sent.load(Relaxed), 3);
         assert_eq!(stats.bytes_sent.load(Relaxed), 15 + 15 + 7);
         w.flush();
@@ -256,7 +270,11 @@ mod tests {
     fn negative_gauge_lines_stay_together() {
         let (rx, mut w, _) = writer(20);
         w.push_entry("x:1|c");
-        w.push_metric(&Metric { name: "g", tags: "", value: Value::Gauge(-5.0) });
+        w.push_metric(&Metric {
+            name: "g",
+            tags: "",
+            value: Value::Gauge(-5.0),
+        });
         w.flush();
         assert_eq!(packets(&rx), ["x:1|c\ng:0|g\ng:-5|g"]);
     }
@@ -264,7 +282,10 @@ mod tests {
     #[test]
     fn splits_a_long_timer_line_under_the_same_name() {
         let (rx, mut w, _) = writer(40);
-        let values = (1..=12).map(|i| Value::Timer { ms: f64::from(i) + 0.5, rate: 1.0 });
+        let values = (1..=12).map(|i| Value::Timer {
+            ms: f64::from(i) + 0.5,
+            rate: 1.0,
+        });
         w.push_packed("t", "r:a", values);
         w.flush();
         let sent = packets(&rx);
@@ -272,7 +293,10 @@ mod tests {
         for packet in &sent {
             assert!(packet.len() <= 40, "{packet:?}");
             for line in packet.split('\n') {
-                assert!(line.starts_with("t:") && line.ends_with("|#r:a"), "{line:?}");
+                assert!(
+                    line.starts_with("t:") && line.ends_with("|#r:a"),
+                    "{line:?}"
+                );
             }
         }
         let got: Vec<String> = fields(&sent).into_iter().map(|(_, _, f)| f).collect();
@@ -302,7 +326,11 @@ mod tests {
     /// are exactly the values pushed, in order.
     #[test]
     fn packets_never_exceed_the_limit() {
-        let names = ["t", "route.users._id.posts", "a-much-longer.metric.name.for_splitting"];
+        let names = [
+            "t",
+            "route.users._id.posts",
+            "a-much-longer.metric.name.for_splitting",
+        ];
         let tag_sets = ["", "route:root,method:GET"];
         for max in (1..=80).chain([100, 255, 512, 1432]) {
             for (n, name) in names.iter().enumerate() {
@@ -310,12 +338,24 @@ mod tests {
                     let (rx, mut w, stats) = writer(max);
                     let mut want = Vec::new();
                     for round in 0..3 {
-                        let values: Vec<f64> =
-                            (0..(n * 7 + round * 5 + 1)).map(|i| (i * 37 % 1000) as f64 / 7.0).collect();
+                        let values: Vec<f64> = (0..(n * 7 + round * 5 + 1))
+                            .map(|i| (i * 37 % 1000) as f64 / 7.0)
+                            .collect();
                         let rate = if round == 1 { 0.5 } else { 1.0 };
-                        w.push_packed(name, tags, values.iter().map(|&ms| Value::Timer { ms, rate }));
+                        w.push_packed(
+                            name,
+                            tags,
+                            values.iter().map(|&ms| Value::Timer { ms, rate }),
+                        );
                         w.push_packed(name, tags, ["u1", "u2"].map(Value::Set));
-                        w.push_metric(&Metric { name, tags, value: Value::Count { value: 3.0, rate: 1.0 } });
+                        w.push_metric(&Metric {
+                            name,
+                            tags,
+                            value: Value::Count {
+                                value: 3.0,
+                                rate: 1.0,
+                            },
+                        });
                         for ms in values {
                             let mut f = String::new();
                             write_field(&mut f, &Value::Timer { ms, rate });
@@ -329,8 +369,15 @@ mod tests {
                     for packet in &sent {
                         if packet.len() > max {
                             oversized += 1;
-                            assert!(!packet.contains('\n'), "max {max}: oversized packet holds one line: {packet:?}");
-                            assert_eq!(packet.matches(':').count() - tags.matches(':').count(), 1, "{packet:?}");
+                            assert!(
+                                !packet.contains('\n'),
+                                "max {max}: oversized packet holds one line: {packet:?}"
+                            );
+                            assert_eq!(
+                                packet.matches(':').count() - tags.matches(':').count(),
+                                1,
+                                "{packet:?}"
+                            );
                         }
                     }
                     assert_eq!(stats.oversized.load(Relaxed), oversized, "max {max}");
@@ -344,6 +391,44 @@ mod tests {
                     assert_eq!(got, want, "max {max}, name {name}, tags {tags:?}");
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Random names, tags, values, rates and packet sizes: no packet over
+        /// the limit unless it is one oversized field, and the timer values
+        /// that arrive are exactly the values pushed, in order.
+        #[test]
+        fn split_timer_lines_keep_every_value(
+            max in 1usize..600,
+            name in "[a-z._-]{1,40}",
+            tags in "([a-z]{1,8}:[a-z0-9]{1,8}(,[a-z]{1,8}:[a-z0-9]{1,8}){0,3})?",
+            values in proptest::collection::vec(
+                (0.0f64..1e6, proptest::prop_oneof![proptest::strategy::Just(1.0), 0.001f64..1.0]),
+                0..200,
+            ),
+        ) {
+            let (rx, mut w, _) = writer(max);
+            w.push_packed(&name, &tags, values.iter().map(|&(ms, rate)| Value::Timer { ms, rate }));
+            w.flush();
+            let sent = packets(&rx);
+            for packet in &sent {
+                proptest::prop_assert!(packet.len() <= max || !packet.contains('\n'), "{packet:?}");
+            }
+            let mut got = Vec::new();
+            for (got_name, got_tags, field) in fields(&sent) {
+                proptest::prop_assert_eq!((&got_name, &got_tags), (&name, &tags));
+                got.push(field);
+            }
+            let want: Vec<String> = values
+                .iter()
+                .map(|&(ms, rate)| {
+                    let mut f = String::new();
+                    write_field(&mut f, &Value::Timer { ms, rate });
+                    f
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, want);
         }
     }
 }

@@ -37,10 +37,19 @@ pub(crate) fn spy() -> (Packets, SpyMetricSink) {
         };
         packet.map(|p| String::from_utf8(p).expect("packets are UTF-8"))
     };
-    (Packets { next: Box::new(next) }, spy)
+    (
+        Packets {
+            next: Box::new(next),
+        },
+        spy,
+    )
 }
 
 /// Every line of every packet.
 pub(crate) fn lines(packets: &[String]) -> Vec<String> {
-    packets.iter().flat_map(|p| p.split('\n')).map(str::to_owned).collect()
+    packets
+        .iter()
+        .flat_map(|p| p.split('\n'))
+        .map(str::to_owned)
+        .collect()
 }

@@ -118,15 +118,12 @@ impl UdpSink {
 }
 
 fn resolve(host: &str, port: u16, wanted: impl Fn(&SocketAddr) -> bool) -> io::Result<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()?
-        .find(wanted)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("statsd host {host} has no address of the configured IP family"),
-            )
-        })
+    (host, port).to_socket_addrs()?.find(wanted).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("statsd host {host} has no address of the configured IP family"),
+        )
+    })
 }
 
 impl MetricSink for UdpSink {
@@ -275,7 +272,9 @@ mod tests {
     #[test]
     fn udp_sends_one_datagram_per_packet() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let port = server.local_addr().unwrap().port();
         let sink = UdpSink::new("127.0.0.1", port, false).unwrap();
         assert_eq!(sink.emit("a:1|c\nb:2|c").unwrap(), 11);
@@ -291,7 +290,9 @@ mod tests {
     #[test]
     fn udp_resolves_localhost_by_name() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let sink = UdpSink::new("localhost", server.local_addr().unwrap().port(), false).unwrap();
         sink.emit("a:1|c").unwrap();
         let mut buf = [0; 64];
@@ -317,7 +318,10 @@ mod tests {
         let Ok(sink) = UdpSink::new("127.0.0.1", 8125, true) else {
             return; // no IPv6 on this machine
         };
-        assert!(sink.emit("a:1|c").is_err(), "an IPv4 address is not used by an IPv6 sink");
+        assert!(
+            sink.emit("a:1|c").is_err(),
+            "an IPv4 address is not used by an IPv6 sink"
+        );
     }
 
     #[test]
@@ -342,7 +346,10 @@ mod tests {
         drop(reader);
         let deadline = Instant::now() + Duration::from_secs(5);
         while sink.emit("lost:1|c").is_ok() {
-            assert!(Instant::now() < deadline, "writes to a closed peer never failed");
+            assert!(
+                Instant::now() < deadline,
+                "writes to a closed peer never failed"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(
@@ -360,7 +367,11 @@ mod tests {
 
     #[test]
     fn tcp_without_a_server_errors_quickly() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let sink = TcpSink::new("127.0.0.1", port).timeout(Duration::from_millis(200));
         let started = Instant::now();
         assert!(sink.emit("a:1|c").is_err());

@@ -54,9 +54,15 @@ pub fn parse_line(line: &str) -> (String, Vec<Field>) {
     let mut fields = Vec::new();
     for field in parts {
         let bits: Vec<&str> = field.split('|').collect();
-        assert!((2..=3).contains(&bits.len()), "bad field {field:?} in {line:?}");
+        assert!(
+            (2..=3).contains(&bits.len()),
+            "bad field {field:?} in {line:?}"
+        );
         let kind = bits[1].to_owned();
-        assert!(["c", "ms", "g", "s"].contains(&kind.as_str()), "bad type in {line:?}");
+        assert!(
+            ["c", "ms", "g", "s"].contains(&kind.as_str()),
+            "bad type in {line:?}"
+        );
         let value = bits[0].to_owned();
         if kind == "s" {
             assert!(
@@ -68,7 +74,10 @@ pub fn parse_line(line: &str) -> (String, Vec<Field>) {
             );
         } else {
             let number = value.trim_start_matches('+');
-            assert!(number.parse::<f64>().map(f64::is_finite).unwrap_or(false), "bad number in {line:?}");
+            assert!(
+                number.parse::<f64>().map(f64::is_finite).unwrap_or(false),
+                "bad number in {line:?}"
+            );
         }
         let rate = bits.get(2).map(|r| {
             r.strip_prefix('@')
@@ -101,7 +110,11 @@ pub fn totals(lines: &[String]) -> Totals {
                     *t.counters.entry(name.clone()).or_default() +=
                         f.value.parse::<f64>().unwrap() / f.rate.unwrap_or(1.0)
                 }
-                "ms" => t.timers.entry(name.clone()).or_default().push(f.value.parse().unwrap()),
+                "ms" => t
+                    .timers
+                    .entry(name.clone())
+                    .or_default()
+                    .push(f.value.parse().unwrap()),
                 "s" => t.sets.entry(name.clone()).or_default().push(f.value),
                 _ => t.gauges.entry(name.clone()).or_default().push(f.value),
             }

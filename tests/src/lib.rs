@@ -294,9 +294,9 @@ pub fn example_api_binary() -> PathBuf {
             assert!(output.status.success(), "cargo build -p example-api failed");
             String::from_utf8_lossy(&output.stdout)
                 .lines()
+                .rev()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .last()
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
                 .expect("cargo reported the example-api executable")
         })
         .clone()

@@ -15,7 +15,7 @@
 //! the daemon sums, unions and appends within its own window anyway.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::{fmt, io, thread};
@@ -29,6 +29,10 @@ use super::{Event, Metric, Value};
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the worker.
+/// How often the worker drains the queue. With the default capacity of
+/// 65 536 events, that absorbs bursts of millions of requests per second.
+const TICK: Duration = Duration::from_millis(10);
+
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cadence [`MetricSink`] that never blocks: metrics go to a bounded queue,
@@ -86,7 +90,8 @@ struct Handle {
     shared: Arc<Shared>,
     /// Signalled by the worker when it has sent everything and exits.
     exited: Mutex<Receiver<()>>,
-    worker: thread::ThreadId,
+    /// Woken for flushes and shutdown; senders never wake it (see `Worker::run`).
+    worker: thread::Thread,
 }
 
 /// Counters readable from any clone.
@@ -150,6 +155,7 @@ impl AggregatingSink {
                 Err(_) => return false,
             }
         }
+        self.handle.worker.unpark();
         let left = deadline.saturating_duration_since(Instant::now());
         acked.recv_timeout(left).is_ok()
     }
@@ -220,7 +226,8 @@ impl Drop for Handle {
         // metrics recorded just before shutdown are not lost.
         let (closed, _) = mpsc::sync_channel(0);
         drop(std::mem::replace(&mut self.events, closed));
-        if thread::current().id() == self.worker {
+        self.worker.unpark();
+        if thread::current().id() == self.worker.id() {
             return; // dropped by the transport on the worker itself: it cannot wait for itself
         }
         let exited = self
@@ -327,7 +334,7 @@ impl AggregatingSinkBuilder {
                 events,
                 shared,
                 exited: Mutex::new(exited),
-                worker: thread.thread().id(),
+                worker: thread.thread().clone(),
             }),
         })
     }
@@ -346,24 +353,29 @@ struct Worker {
 }
 
 impl Worker {
+    /// Drains the queue every [`TICK`] (or when woken for a flush or
+    /// shutdown) instead of blocking on it: a blocked receiver would make
+    /// every `send` on the request path pay for waking this thread.
     fn run(mut self) {
         let mut deadline = Instant::now() + self.flush_interval;
         loop {
+            loop {
+                match self.queue.try_recv() {
+                    Ok(event) => self.handle(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.flush();
+                        return;
+                    }
+                }
+            }
             let now = Instant::now();
             if now >= deadline {
                 self.flush();
                 deadline = now + self.flush_interval;
             }
-            match self
-                .queue
-                .recv_timeout(deadline.saturating_duration_since(now))
-            {
-                Ok(event) => self.handle(event),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
+            thread::park_timeout(TICK.min(deadline.saturating_duration_since(now)));
         }
-        self.flush();
     }
 
     fn handle(&mut self, event: Event) {

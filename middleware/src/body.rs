@@ -25,7 +25,7 @@ pub(crate) struct Recorder {
     route: Arc<RouteNames>,
     method: &'static str,
     status: Option<StatusCode>,
-    user: Option<(Arc<str>, UserToken)>,
+    user: Option<UserToken>,
 }
 
 impl Recorder {
@@ -34,7 +34,7 @@ impl Recorder {
         start: Instant,
         route: Arc<RouteNames>,
         method: &'static str,
-        user: Option<(Arc<str>, UserToken)>,
+        user: Option<UserToken>,
     ) -> Self {
         Recorder {
             shared: shared.clone(),

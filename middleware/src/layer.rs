@@ -46,7 +46,7 @@ pub struct StatsdLayer {
 pub(crate) struct Shared {
     pub(crate) statsd: Statsd,
     pub(crate) naming: Naming,
-    pub(crate) user: Option<(UserKey, Arc<str>)>,
+    pub(crate) user: Option<UserKey>,
 }
 
 impl StatsdLayer {
@@ -54,7 +54,7 @@ impl StatsdLayer {
         let mode = statsd.naming_mode();
         let mut layer = StatsdLayer {
             shared: Arc::new(Shared {
-                naming: Naming::new(statsd.prefix(), mode, &[]),
+                naming: Naming::new(statsd.prefix(), mode, &[], None),
                 statsd,
                 user: None,
             }),
@@ -93,11 +93,9 @@ impl StatsdLayer {
 
     fn rebuild(&mut self) {
         let statsd = self.shared.statsd.clone();
-        let naming = Naming::new(statsd.prefix(), self.mode, &self.overrides);
-        let user = self
-            .user
-            .as_ref()
-            .map(|(key, set)| (key.clone(), Arc::from(&*naming.global(set))));
+        let set = self.user.as_ref().map(|(_, set)| set.as_str());
+        let naming = Naming::new(statsd.prefix(), self.mode, &self.overrides, set);
+        let user = self.user.as_ref().map(|(key, _)| key.clone());
         self.shared = Arc::new(Shared {
             statsd,
             naming,

@@ -37,10 +37,12 @@ pub(crate) struct RouteNames {
     /// `{prefix}.{route}.status.`; the status code is appended when emitting.
     /// Empty in tagged mode, where the status is a tag.
     pub(crate) status_prefix: Box<str>,
+    /// The unique-user set, `{prefix}.{set}`, when the layer has a user key.
+    pub(crate) user_set: Option<Arc<str>>,
 }
 
 impl RouteNames {
-    fn new(prefix: &str, route: &str, mode: NamingMode) -> Self {
+    fn new(prefix: &str, route: &str, mode: NamingMode, user_set: Option<Arc<str>>) -> Self {
         match mode {
             NamingMode::Hierarchical => {
                 let base = join(prefix, route);
@@ -49,6 +51,7 @@ impl RouteNames {
                     called: format!("{base}.called").into(),
                     status_prefix: format!("{base}.status.").into(),
                     timer: base.into(),
+                    user_set,
                 }
             }
             NamingMode::Tagged => {
@@ -58,6 +61,7 @@ impl RouteNames {
                     called: name.clone(),
                     timer: name,
                     status_prefix: "".into(),
+                    user_set,
                 }
             }
         }
@@ -70,15 +74,29 @@ pub(crate) struct Naming {
     prefix: Box<str>,
     mode: NamingMode,
     overrides: HashMap<Box<str>, Box<str>>,
+    user_set: Option<Arc<str>>,
     unmatched: Arc<RouteNames>,
     cache: RwLock<HashMap<Box<str>, Arc<RouteNames>>>,
 }
 
 impl Naming {
-    pub(crate) fn new(prefix: &str, mode: NamingMode, overrides: &[(String, String)]) -> Self {
+    /// `user_set` is the unique-user set's name without the prefix, when the
+    /// layer records users.
+    pub(crate) fn new(
+        prefix: &str,
+        mode: NamingMode,
+        overrides: &[(String, String)],
+        user_set: Option<&str>,
+    ) -> Self {
         let prefix: Box<str> = sanitize_dotted(prefix).into();
+        // A set name that sanitizes to nothing falls back to the tutorial's `user`.
+        let user_set: Option<Arc<str>> = user_set.map(|set| match sanitize_dotted(set) {
+            set if set.is_empty() => join(&prefix, "user").into(),
+            set => join(&prefix, &set).into(),
+        });
         Naming {
-            unmatched: Arc::new(RouteNames::new(&prefix, UNMATCHED, mode)),
+            unmatched: Arc::new(RouteNames::new(&prefix, UNMATCHED, mode, user_set.clone())),
+            user_set,
             overrides: overrides
                 .iter()
                 .map(|(template, name)| {
@@ -116,18 +134,18 @@ impl Naming {
             Some(name) => name.to_string(),
             None => route_name(template),
         };
-        let names = Arc::new(RouteNames::new(&self.prefix, &route, self.mode));
+        let names = Arc::new(RouteNames::new(
+            &self.prefix,
+            &route,
+            self.mode,
+            self.user_set.clone(),
+        ));
         self.cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(template.into())
             .or_insert(names)
             .clone()
-    }
-
-    /// `{prefix}.{name}`, for names that are not per route (the user set).
-    pub(crate) fn global(&self, name: &str) -> Box<str> {
-        join(&self.prefix, &sanitize_dotted(name)).into()
     }
 
     pub(crate) fn mode(&self) -> NamingMode {
@@ -241,15 +259,15 @@ mod tests {
 
     #[test]
     fn names_per_mode() {
-        let naming = Naming::new("statstest", NamingMode::Hierarchical, &[]);
+        let naming = Naming::new("statstest", NamingMode::Hierarchical, &[], Some("user"));
         let root = naming.route(Some("/"));
         assert_eq!(&*root.called, "statstest.root.called");
         assert_eq!(&*root.timer, "statstest.root");
         assert_eq!(&*root.status_prefix, "statstest.root.status.");
         assert_eq!(&*naming.route(None).called, "statstest.unmatched.called");
-        assert_eq!(&*naming.global("user"), "statstest.user");
+        assert_eq!(root.user_set.as_deref(), Some("statstest.user"));
 
-        let tagged = Naming::new("", NamingMode::Tagged, &[]);
+        let tagged = Naming::new("", NamingMode::Tagged, &[], None);
         let users = tagged.route(Some("/users/{id}"));
         assert_eq!(&*users.called, "http.request");
         assert_eq!(&*users.route, "users._id");
@@ -257,7 +275,7 @@ mod tests {
 
     #[test]
     fn names_are_built_once_per_template() {
-        let naming = Naming::new("p", NamingMode::Hierarchical, &[]);
+        let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
         let a = naming.route(Some("/users/{id}"));
         let b = naming.route(Some("/users/{id}"));
         assert!(Arc::ptr_eq(&a, &b));
@@ -269,7 +287,7 @@ mod tests {
             ("/users/{id}/posts".to_owned(), "posts.by|user".to_owned()),
             ("/x".to_owned(), "...".to_owned()),
         ];
-        let naming = Naming::new("p..q", NamingMode::Hierarchical, &overrides);
+        let naming = Naming::new("p..q", NamingMode::Hierarchical, &overrides, None);
         assert_eq!(
             &*naming.route(Some("/users/{id}/posts")).timer,
             "p.q.posts.by_user"

@@ -24,8 +24,8 @@ pub(crate) struct RequestRecord {
     /// before a response existed.
     pub(crate) status: Option<StatusCode>,
     pub(crate) elapsed: Duration,
-    /// The unique-user set and its member, when the request carried a key.
-    pub(crate) user: Option<(Arc<str>, UserToken)>,
+    /// The unique-user set's member, when the request carried a key.
+    pub(crate) user: Option<UserToken>,
 }
 
 impl RequestRecord {
@@ -90,7 +90,9 @@ impl RequestRecord {
             }
         }
         // A rejected request (`/user?id=abc` → 400) is not a user visit.
-        if let (Some(status), Some((set, member))) = (self.status, &self.user) {
+        if let (Some(status), Some(member), Some(set)) =
+            (self.status, &self.user, &self.route.user_set)
+        {
             if status.as_u16() < 400 {
                 f(Metric {
                     name: set,
@@ -115,7 +117,7 @@ mod tests {
     }
 
     fn record(mode: NamingMode, status: Option<u16>, user: &str) -> RequestRecord {
-        let naming = Naming::new("statstest", mode, &[]);
+        let naming = Naming::new("statstest", mode, &[], Some("user"));
         let parts = http::Request::get(format!("/user?id={user}"))
             .body(())
             .unwrap()
@@ -128,7 +130,7 @@ mod tests {
             method: "GET",
             status: status.map(|s| StatusCode::from_u16(s).unwrap()),
             elapsed: Duration::from_micros(300),
-            user: Some((naming.global("user").into(), token)),
+            user: Some(token),
         }
     }
 

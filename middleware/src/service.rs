@@ -42,10 +42,7 @@ where
         let (parts, body) = req.into_parts();
         let shared = &self.shared;
         let route = shared.naming.route(matched_path(&parts));
-        let user = shared
-            .user
-            .as_ref()
-            .and_then(|(key, set)| Some((set.clone(), key.token(&parts)?)));
+        let user = shared.user.as_ref().and_then(|key| key.token(&parts));
         let recorder = Recorder::new(shared, start, route, method_tag(&parts.method), user);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::new(future, recorder)

@@ -104,3 +104,14 @@ pub(crate) enum Event {
     /// Flush everything buffered now, then acknowledge.
     Flush(std::sync::mpsc::SyncSender<()>),
 }
+
+#[cfg(test)]
+mod size {
+    /// The queue is allocated (and touched) up front: its slots must stay small.
+    #[test]
+    fn events_are_small() {
+        let size = std::mem::size_of::<super::Event>();
+        println!("Event: {size} bytes");
+        assert!(size <= 128, "Event grew to {size} bytes");
+    }
+}

@@ -30,7 +30,7 @@ use super::{Event, Metric, Value};
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the worker.
 /// How often the worker drains the queue. With the default capacity of
-/// 65 536 events, that absorbs bursts of millions of requests per second.
+/// 16 384 events, that absorbs bursts of over a million requests per second.
 const TICK: Duration = Duration::from_millis(10);
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +49,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Examples
 ///
 /// The defaults: a 1 second window, 512 byte packets (pystatsd's
-/// `STATSD_MAXUDPSIZE`), up to 65 536 queued events.
+/// `STATSD_MAXUDPSIZE`), up to 16 384 queued events.
 ///
 /// ```
 /// use cadence::{CountedExt, StatsdClient};
@@ -119,7 +119,7 @@ impl AggregatingSink {
             transport: Box::new(transport),
             flush_interval: Duration::from_secs(1),
             max_packet_size: 512,
-            queue_capacity: 65_536,
+            queue_capacity: crate::DEFAULT_QUEUE_CAPACITY,
             max_buffered_values: 100_000,
             aggregate: true,
             dropped_metric: "tower_statsd.dropped".to_owned(),
@@ -278,7 +278,7 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// How many events may wait for the worker (default 65 536). Beyond that
+    /// How many events may wait for the worker (default 16 384). Beyond that
     /// they are dropped and counted. The queue's slots are allocated up front.
     pub fn queue_capacity(mut self, events: usize) -> Self {
         self.queue_capacity = events.max(1);
@@ -626,7 +626,7 @@ mod tests {
 
     fn request(micros: u64) -> Event {
         use crate::naming::{Naming, NamingMode};
-        let naming = Naming::new("p", NamingMode::Hierarchical, &[]);
+        let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
         Event::Request(crate::record::RequestRecord {
             route: naming.route(Some("/")),
             mode: NamingMode::Hierarchical,

@@ -1,0 +1,99 @@
+//! Tagged mode against the real StatsD 0.9.0: DogStatsD tags arrive as
+//! statsd's `name;tag=value` keys, one per route, method and status.
+//!
+//! This stack flushes once a minute, so the daemon's admin dump still holds
+//! everything the test sent when it is read.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use e2e::{poll, Stack};
+use tower_statsd::{NamingMode, Statsd};
+
+#[test]
+fn tagged_metrics_reach_the_daemon_as_tagged_keys() {
+    let stack = Stack::start(60_000);
+    let statsd = Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix("tagtest")
+        .naming(NamingMode::Tagged)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "root" }))
+        .route("/users/{id}", get(|| async { "user" }))
+        .layer(statsd.layer());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..3 {
+        http.get(format!("{url}/")).send().unwrap().bytes().unwrap();
+    }
+    for id in [1, 2] {
+        http.get(format!("{url}/users/{id}"))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+    }
+    http.get(format!("{url}/nope"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    http.delete(format!("{url}/"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(statsd.flush());
+
+    let expected = [
+        ("tagtest.http.request;route=root;method=GET;status=200", 3),
+        (
+            "tagtest.http.request;route=users._id;method=GET;status=200",
+            2,
+        ),
+        (
+            "tagtest.http.request;route=unmatched;method=GET;status=404",
+            1,
+        ),
+        (
+            "tagtest.http.request;route=root;method=DELETE;status=405",
+            1,
+        ),
+    ];
+    poll(
+        "tagged counters at the daemon",
+        Duration::from_secs(20),
+        || {
+            let counters = stack.admin("counters");
+            for (key, count) in expected {
+                let needle = format!("'{key}': {count}");
+                if !counters.contains(&needle) {
+                    return Err(format!("{needle} not in {counters}"));
+                }
+            }
+            Ok(())
+        },
+    );
+    let timers = stack.admin("timers");
+    for (key, _) in expected {
+        assert!(
+            timers.contains(&format!("'{key}'")),
+            "{key} not in {timers}"
+        );
+    }
+    let counters = stack.admin("counters");
+    assert!(
+        counters.contains("'statsd.bad_lines_seen': 0"),
+        "{counters}"
+    );
+}

@@ -121,6 +121,31 @@ impl Stack {
         STACK.get_or_init(|| Stack::start(1000))
     }
 
+    /// Stops every daemon of this stack (`scripts/stack stop`); its
+    /// directory, data and ports are kept for [`restart`](Self::restart).
+    pub fn stop(&self) {
+        let status = self
+            .script()
+            .arg("stop")
+            .status()
+            .expect("run scripts/stack stop");
+        assert!(status.success(), "scripts/stack stop failed ({status})");
+    }
+
+    /// Starts the daemons again with the same directory and ports
+    /// (`scripts/stack start`), and waits until they answer.
+    pub fn restart(&self) {
+        let status = self
+            .script()
+            .arg("start")
+            .status()
+            .expect("run scripts/stack start");
+        assert!(
+            status.success(),
+            "scripts/stack start failed ({status}); see its output above"
+        );
+    }
+
     fn script(&self) -> Command {
         let mut cmd = Command::new(repo_root().join("scripts/stack"));
         cmd.envs(&self.env);

@@ -11,6 +11,10 @@
 //! - gauges: the last absolute value plus the deltas after it, or only the
 //!   summed deltas when no absolute value came in this window.
 //!
+//! A sum that would overflow `f64` is never sent as `inf` (the daemon
+//! rejects it as a bad line): the terms that would overflow it are kept and
+//! sent unsummed, each as its own line, as they came in.
+//!
 //! Tags go once at the end of a line: statsd 0.9 splits a line at `|#`
 //! before splitting its fields at `:`, so `key:1|ms:2|ms|#t:v` gives both
 //! values the tags `t:v`.
@@ -66,12 +70,22 @@ impl<V: Default> Table<V> {
 struct Gauge {
     absolute: Option<f64>,
     delta: f64,
+    /// Deltas that would have made the folded value overflow, in order.
+    unfolded: Vec<f64>,
+}
+
+/// A counter's sum, and the terms (`value`, `rate`) that would have made it
+/// overflow.
+#[derive(Debug, Default)]
+struct Counter {
+    sum: f64,
+    unsummed: Vec<(f64, f64)>,
 }
 
 /// The state of one flush window.
 #[derive(Debug, Default)]
 pub(crate) struct Aggregator {
-    counters: Table<f64>,
+    counters: Table<Counter>,
     timers: Table<Vec<(f64, f64)>>,
     gauges: Table<Gauge>,
     sets: Table<HashSet<String>>,
@@ -89,9 +103,15 @@ impl Aggregator {
         let Metric { name, tags, value } = metric;
         match value {
             Value::Count { value, rate } => {
-                let (sum, created) = self.counters.slot(name, tags);
-                *sum += value * (1.0 / rate);
-                self.values += usize::from(created);
+                let (counter, created) = self.counters.slot(name, tags);
+                let sum = counter.sum + value * (1.0 / rate);
+                if sum.is_finite() {
+                    counter.sum = sum;
+                    self.values += usize::from(created);
+                } else {
+                    counter.unsummed.push((value, rate));
+                    self.values += 1;
+                }
             }
             Value::Timer { ms, rate } => {
                 self.timers.slot(name, tags).0.push((ms, rate));
@@ -101,14 +121,23 @@ impl Aggregator {
                 let (gauge, created) = self.gauges.slot(name, tags);
                 *gauge = Gauge {
                     absolute: Some(value),
-                    delta: 0.0,
+                    ..Gauge::default()
                 };
                 self.values += usize::from(created);
             }
             Value::GaugeDelta(delta) => {
                 let (gauge, created) = self.gauges.slot(name, tags);
-                gauge.delta += delta;
-                self.values += usize::from(created);
+                let folded = gauge.absolute.unwrap_or(0.0) + (gauge.delta + delta);
+                if gauge.unfolded.is_empty()
+                    && folded.is_finite()
+                    && (gauge.delta + delta).is_finite()
+                {
+                    gauge.delta += delta;
+                    self.values += usize::from(created);
+                } else {
+                    gauge.unfolded.push(delta);
+                    self.values += 1;
+                }
             }
             Value::Set(member) => {
                 let (members, _) = self.sets.slot(name, tags);
@@ -130,12 +159,18 @@ impl Aggregator {
     /// Writes the whole window to `out` and starts a new one. Packets still
     /// being filled stay in `out` until its next flush.
     pub(crate) fn drain(&mut self, out: &mut PacketWriter) {
-        self.counters.drain(|name, tags, sum| {
-            let value = Value::Count {
-                value: sum,
+        self.counters.drain(|name, tags, counter| {
+            let sum = Value::Count {
+                value: counter.sum,
                 rate: 1.0,
             };
-            out.push_metric(&Metric { name, tags, value });
+            let unsummed = counter
+                .unsummed
+                .into_iter()
+                .map(|(value, rate)| Value::Count { value, rate });
+            for value in std::iter::once(sum).chain(unsummed) {
+                out.push_metric(&Metric { name, tags, value });
+            }
         });
         self.gauges.drain(|name, tags, gauge| {
             let value = match gauge.absolute {
@@ -143,6 +178,10 @@ impl Aggregator {
                 None => Value::GaugeDelta(gauge.delta),
             };
             out.push_metric(&Metric { name, tags, value });
+            for delta in gauge.unfolded {
+                let value = Value::GaugeDelta(delta);
+                out.push_metric(&Metric { name, tags, value });
+            }
         });
         self.timers.drain(|name, tags, values| {
             let values = values
@@ -292,6 +331,36 @@ mod tests {
             .into_iter()
             .collect::<Vec<_>>()
         );
+    }
+
+    /// Found by the fuzz target: a sum past `f64::MAX` used to go out as
+    /// `a:inf|c`, a bad line to the daemon. The overflowing terms now go
+    /// unsummed, so the daemon sees what it would have seen without aggregation.
+    #[test]
+    fn sums_that_would_overflow_are_sent_unsummed() {
+        let mut agg = Aggregator::new();
+        add(&mut agg, "a", "", count(f64::MAX, 1.0));
+        add(&mut agg, "a", "", count(f64::MAX, 1.0));
+        add(&mut agg, "b", "", count(1e308, 0.001));
+        add(&mut agg, "g", "", Value::Gauge(f64::MAX));
+        add(&mut agg, "g", "", Value::GaugeDelta(f64::MAX));
+        add(&mut agg, "g", "", Value::GaugeDelta(-1.0));
+        let lines = drain(&mut agg);
+        let max = f64::MAX.to_string();
+        let mut want = vec![
+            format!("a:{max}|c"),
+            format!("a:{max}|c"),
+            "b:0|c".to_owned(),
+            format!("b:1{}|c|@0.001", "0".repeat(308)),
+            format!("g:{max}|g"),
+            format!("g:+{max}|g"),
+            "g:-1|g".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(lines, want);
+        for line in lines {
+            assert!(parse(&line).is_ok(), "{line}");
+        }
     }
 
     #[test]

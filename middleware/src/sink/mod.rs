@@ -53,6 +53,8 @@
 //! ```
 
 mod aggregate;
+#[cfg(test)]
+mod fuzz;
 mod line;
 mod packet;
 #[cfg(test)]

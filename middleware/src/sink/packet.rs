@@ -7,7 +7,13 @@
 //! appends timer values and unions set members, so the split changes
 //! nothing). A single field that is longer than the limit on its own is still
 //! sent, alone, and counted in [`PacketStats::oversized`].
+//!
+//! Finished packets wait in an outbox; the worker sends them paced over part
+//! of the window ([`PacketWriter::send_pending`]) rather than in one burst,
+//! because a burst of thousands of datagrams overflows the daemon's socket
+//! receive buffer while it is still parsing the first ones.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -36,6 +42,7 @@ pub(crate) struct PacketStats {
 /// transport. Runs on the worker thread only.
 pub(crate) struct PacketWriter {
     buf: String,
+    outbox: VecDeque<String>,
     scratch: String,
     max_packet_size: usize,
     transport: Box<dyn MetricSink + Send>,
@@ -61,6 +68,7 @@ impl PacketWriter {
         let max_packet_size = max_packet_size.max(1);
         Self {
             buf: String::with_capacity(max_packet_size),
+            outbox: VecDeque::new(),
             scratch: String::new(),
             max_packet_size,
             transport,
@@ -86,7 +94,7 @@ impl PacketWriter {
         }
         if entry.len() > self.max_packet_size {
             self.stats.oversized.fetch_add(1, Relaxed);
-            self.emit(entry);
+            self.outbox.push_back(entry.to_owned());
             return;
         }
         if !self.buf.is_empty() {
@@ -130,7 +138,7 @@ impl PacketWriter {
                 alone.push_str(&field);
                 write_tags(&mut alone, tags);
                 self.stats.oversized.fetch_add(1, Relaxed);
-                self.emit(&alone);
+                self.outbox.push_back(alone);
                 continue;
             }
             if !self.buf.is_empty() {
@@ -147,9 +155,32 @@ impl PacketWriter {
         self.scratch = field;
     }
 
-    /// Sends whatever is buffered as a (possibly short) packet.
-    pub(crate) fn flush(&mut self) {
+    /// Closes the (possibly short) packet being filled; it waits in the
+    /// outbox with the others.
+    pub(crate) fn seal(&mut self) {
         self.send_buffered();
+    }
+
+    /// Sends at most `max` packets from the outbox; returns how many remain.
+    pub(crate) fn send_pending(&mut self, max: usize) -> usize {
+        for _ in 0..max {
+            let Some(packet) = self.outbox.pop_front() else {
+                break;
+            };
+            self.emit(&packet);
+        }
+        self.outbox.len()
+    }
+
+    /// Packets waiting in the outbox.
+    pub(crate) fn pending(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Sends everything: what is buffered, and the whole outbox, now.
+    pub(crate) fn flush(&mut self) {
+        self.seal();
+        self.send_pending(usize::MAX);
         if let Err(error) = self.transport.flush() {
             tracing::debug!(%error, "statsd transport flush failed");
         }
@@ -169,10 +200,8 @@ impl PacketWriter {
         if self.buf.is_empty() {
             return;
         }
-        let packet = std::mem::take(&mut self.buf);
-        self.emit(&packet);
-        self.buf = packet;
-        self.buf.clear();
+        let packet = std::mem::replace(&mut self.buf, String::with_capacity(self.max_packet_size));
+        self.outbox.push_back(packet);
     }
 
     fn emit(&self, packet: &str) {

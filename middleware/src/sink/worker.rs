@@ -33,6 +33,14 @@ use super::{Event, Metric, Value};
 /// 16 384 events, that absorbs bursts of over a million requests per second.
 const TICK: Duration = Duration::from_millis(10);
 
+/// Packets sent per tick at least, however small the window's outbox: a
+/// quiet application's metrics leave within one tick of the window's end.
+const MIN_PACKETS_PER_TICK: usize = 16;
+
+/// Past this many waiting packets, early drains of a huge window send their
+/// excess at once instead of letting the outbox grow.
+const MAX_PENDING_PACKETS: usize = 8_192;
+
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cadence [`MetricSink`] that never blocks: metrics go to a bounded queue,
@@ -321,6 +329,7 @@ impl AggregatingSinkBuilder {
             flush_interval: self.flush_interval,
             dropped_metric: self.dropped_metric,
             reported_dropped: 0,
+            per_tick: MIN_PACKETS_PER_TICK,
             shared: shared.clone(),
         };
         let thread = thread::Builder::new()
@@ -349,6 +358,8 @@ struct Worker {
     flush_interval: Duration,
     dropped_metric: String,
     reported_dropped: u64,
+    /// Packets sent per tick while the outbox empties (see [`Worker::close_window`]).
+    per_tick: usize,
     shared: Arc<Shared>,
 }
 
@@ -371,9 +382,10 @@ impl Worker {
             }
             let now = Instant::now();
             if now >= deadline {
-                self.flush();
+                self.close_window();
                 deadline = now + self.flush_interval;
             }
+            self.writer.send_pending(self.per_tick);
             thread::park_timeout(TICK.min(deadline.saturating_duration_since(now)));
         }
     }
@@ -406,6 +418,10 @@ impl Worker {
         {
             self.drain();
         }
+        let pending = self.writer.pending();
+        if pending > MAX_PENDING_PACKETS {
+            self.writer.send_pending(pending - MAX_PENDING_PACKETS);
+        }
     }
 
     /// Writes the window into packets, without sending the last short one.
@@ -415,9 +431,27 @@ impl Worker {
         }
     }
 
-    /// Sends the window, the dropped count since the last report, and the
-    /// last short packet.
+    /// Ends the window on the timer: its packets go out paced over half a
+    /// window, so that thousands of them do not reach the daemon in one burst.
+    fn close_window(&mut self) {
+        self.write_window();
+        self.writer.seal();
+        let ticks = (self.flush_interval.as_nanos() / 2 / TICK.as_nanos()).max(1) as usize;
+        self.per_tick = self
+            .writer
+            .pending()
+            .div_ceil(ticks)
+            .max(MIN_PACKETS_PER_TICK);
+    }
+
+    /// Sends everything now: on [`AggregatingSink::flush`] and at shutdown.
     fn flush(&mut self) {
+        self.write_window();
+        self.writer.flush();
+    }
+
+    /// Writes the window and the dropped count since the last report.
+    fn write_window(&mut self) {
         self.drain();
         let dropped = self.shared.dropped.load(Relaxed);
         let new = dropped - self.reported_dropped;
@@ -432,7 +466,6 @@ impl Worker {
                 },
             });
         }
-        self.writer.flush();
     }
 }
 

@@ -57,6 +57,7 @@ mod aggregate;
 mod fuzz;
 mod line;
 mod packet;
+mod requests;
 #[cfg(test)]
 mod testing;
 mod transport;

@@ -47,6 +47,13 @@ fn run() -> Result<(), String> {
         Err(_) => 1,
     };
     let settings = Settings::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // axum-prometheus spawns its upkeep task while building the layer.
+    let _entered = runtime.enter();
 
     let statsd_client = || {
         let mut builder = StatsdBuilder::from_env().map_err(|e| e.to_string())?;
@@ -84,11 +91,6 @@ fn run() -> Result<(), String> {
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await

@@ -15,7 +15,7 @@ pub const MIN_MAX_UDP_SIZE: usize = 64;
 /// Default aggregation window; keep it at or below the daemon's flush interval.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default bound of the in-memory stage, in events (one event per request).
-pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
 
 /// How packets reach the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,7 +62,7 @@ pub enum ConfigError {
     #[error("the flush interval must be above zero: set STATSD_FLUSH_MS or call `.flush_interval(..)` (default: 1000 ms)")]
     ZeroFlushInterval,
     /// A zero queue would drop everything.
-    #[error("the queue capacity must be at least 1: set STATSD_QUEUE_CAPACITY or call `.queue_capacity(..)` (default: 16384)")]
+    #[error("the queue capacity must be at least 1: set STATSD_QUEUE_CAPACITY or call `.queue_capacity(..)` (default: 8192)")]
     ZeroQueueCapacity,
     /// A Unix transport without a socket path.
     #[error("STATSD_TRANSPORT=unix needs STATSD_SOCKET, the path of the daemon's datagram socket")]
@@ -82,7 +82,7 @@ pub enum ConfigError {
 /// | [`max_udp_size`](Self::max_udp_size) | `STATSD_MAXUDPSIZE` | `512` |
 /// | [`ipv6`](Self::ipv6) | `STATSD_IPV6` | `0` |
 /// | [`flush_interval`](Self::flush_interval) | `STATSD_FLUSH_MS` | `1000` |
-/// | [`queue_capacity`](Self::queue_capacity) | `STATSD_QUEUE_CAPACITY` | `16384` |
+/// | [`queue_capacity`](Self::queue_capacity) | `STATSD_QUEUE_CAPACITY` | `8192` |
 /// | [`aggregate`](Self::aggregate) | `STATSD_AGGREGATE` | `1` |
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
@@ -275,7 +275,7 @@ impl StatsdBuilder {
         self
     }
 
-    /// How many events may wait for the background thread (default 16 384);
+    /// How many events may wait for the background thread (default 8 192);
     /// past it events are dropped, counted, and the count reported as
     /// `{prefix}.tower_statsd.dropped`.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {

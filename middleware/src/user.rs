@@ -154,13 +154,14 @@ impl UserKey {
     pub(crate) fn token(&self, parts: &Parts) -> Option<UserToken> {
         let raw: Cow<'_, [u8]> = match &self.source {
             Source::Query(name) => {
+                // Only the matching value is decoded: other parameters
+                // (`?msg=Hello+world`) cost no allocation.
                 let query = parts.uri.query()?;
-                let (_, value) = form_urlencoded::parse(query.as_bytes())
-                    .find(|(key, _)| key.as_ref() == name.as_ref())?;
-                match value {
-                    Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
-                    Cow::Owned(v) => Cow::Owned(v.into_bytes()),
-                }
+                let value = query.split('&').find_map(|pair| {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (*form_decode(key) == *name.as_bytes()).then_some(value)
+                })?;
+                form_decode(value)
             }
             Source::Header(name) => Cow::Borrowed(parts.headers.get(name)?.as_bytes()),
             Source::Custom(f) => match f(parts)? {
@@ -191,6 +192,16 @@ impl UserKey {
         let _ = write!(token, "h{:032x}", hasher.finish128().as_u128());
         UserToken(token)
     }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one key or value: `+` is
+/// a space, `%XX` a byte. Borrowed when there is nothing to decode.
+fn form_decode(raw: &str) -> Cow<'_, [u8]> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(raw.as_bytes());
+    }
+    let spaced = raw.replace('+', " ");
+    Cow::Owned(percent_encoding::percent_decode_str(&spaced).collect())
 }
 
 /// Short, and made only of `[A-Za-z0-9_.@-]`: safe on the StatsD wire as is.

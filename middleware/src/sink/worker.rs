@@ -31,7 +31,7 @@ use super::{Event, Metric, Value};
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the worker.
 /// How often the worker drains the queue. With the default capacity of
-/// 16 384 events, that absorbs bursts of over a million requests per second.
+/// 8 192 events, that absorbs 800 000 requests per second.
 const TICK: Duration = Duration::from_millis(10);
 
 /// Packets sent per tick at least, however small the window's outbox: a
@@ -40,7 +40,7 @@ const MIN_PACKETS_PER_TICK: usize = 16;
 
 /// Past this many waiting packets, early drains of a huge window send their
 /// excess at once instead of letting the outbox grow.
-const MAX_PENDING_PACKETS: usize = 8_192;
+const MAX_PENDING_PACKETS: usize = 1_024;
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,7 +58,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Examples
 ///
 /// The defaults: a 1 second window, 512 byte packets (pystatsd's
-/// `STATSD_MAXUDPSIZE`), up to 16 384 queued events.
+/// `STATSD_MAXUDPSIZE`), up to 8 192 queued events.
 ///
 /// ```
 /// use cadence::{CountedExt, StatsdClient};
@@ -129,7 +129,7 @@ impl AggregatingSink {
             flush_interval: Duration::from_secs(1),
             max_packet_size: 512,
             queue_capacity: crate::DEFAULT_QUEUE_CAPACITY,
-            max_buffered_values: 100_000,
+            max_buffered_values: 16_384,
             aggregate: true,
             dropped_metric: "tower_statsd.dropped".to_owned(),
         }
@@ -287,7 +287,7 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// How many events may wait for the worker (default 16 384). Beyond that
+    /// How many events may wait for the worker (default 8 192). Beyond that
     /// they are dropped and counted. The queue's slots are allocated up front.
     pub fn queue_capacity(mut self, events: usize) -> Self {
         self.queue_capacity = events.max(1);
@@ -295,7 +295,7 @@ impl AggregatingSinkBuilder {
     }
 
     /// How many values a window may hold before it is sent early (default
-    /// 100 000): timer values, distinct set members, counter and gauge keys.
+    /// 16 384): timer values, distinct set members, counter and gauge keys.
     pub fn max_buffered_values(mut self, values: usize) -> Self {
         self.max_buffered_values = values.max(1);
         self
@@ -424,6 +424,7 @@ impl Worker {
             aggregator.len() + self.requests.len() >= self.max_buffered_values
         }) {
             self.drain();
+            self.pace();
         }
         let pending = self.writer.pending();
         if pending > MAX_PENDING_PACKETS {
@@ -444,6 +445,11 @@ impl Worker {
     fn close_window(&mut self) {
         self.write_window();
         self.writer.seal();
+        self.pace();
+    }
+
+    /// Spreads the waiting packets over half a window from now.
+    fn pace(&mut self) {
         let ticks = (self.flush_interval.as_nanos() / 2 / TICK.as_nanos()).max(1) as usize;
         self.per_tick = self
             .writer

@@ -39,8 +39,8 @@ async fn run() -> Result<(), String> {
     match statsd_health(&host, admin_port).await {
         Ok(answer) => tracing::info!("StatsD at {host}:{admin_port} answers `{answer}`"),
         Err(e) => tracing::warn!(
-            "StatsD admin port {host}:{admin_port} did not answer ({e}); metrics are kept \
-             and sent once it is up. Start the stack with `scripts/stack start`."
+            "StatsD admin port {host}:{admin_port} did not answer ({e}); requests are \
+             served anyway and metrics flow once it is up. Start the stack with `scripts/stack start`."
         ),
     }
 

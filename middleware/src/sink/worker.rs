@@ -34,9 +34,12 @@ use super::{Event, Metric, Value};
 /// 8 192 events, that absorbs 800 000 requests per second.
 const TICK: Duration = Duration::from_millis(10);
 
+/// How often the worker drains the queue while events keep coming.
+const BUSY_TICK: Duration = Duration::from_millis(1);
+
 /// Packets sent per tick at least, however small the window's outbox: a
 /// quiet application's metrics leave within one tick of the window's end.
-const MIN_PACKETS_PER_TICK: usize = 16;
+const MIN_PACKETS_PER_TICK: usize = 4;
 
 /// Past this many waiting packets, early drains of a huge window send their
 /// excess at once instead of letting the outbox grow.
@@ -129,7 +132,7 @@ impl AggregatingSink {
             flush_interval: Duration::from_secs(1),
             max_packet_size: 512,
             queue_capacity: crate::DEFAULT_QUEUE_CAPACITY,
-            max_buffered_values: 16_384,
+            max_buffered_values: 4_096,
             aggregate: true,
             dropped_metric: "tower_statsd.dropped".to_owned(),
         }
@@ -295,7 +298,7 @@ impl AggregatingSinkBuilder {
     }
 
     /// How many values a window may hold before it is sent early (default
-    /// 16 384): timer values, distinct set members, counter and gauge keys.
+    /// 4 096): timer values, distinct set members, counter and gauge keys.
     pub fn max_buffered_values(mut self, values: usize) -> Self {
         self.max_buffered_values = values.max(1);
         self
@@ -331,12 +334,14 @@ impl AggregatingSinkBuilder {
             flush_interval: self.flush_interval,
             dropped_metric: self.dropped_metric,
             reported_dropped: 0,
-            per_tick: MIN_PACKETS_PER_TICK,
+            pace_rate: 0.0,
+            last_send: Instant::now(),
             shared: shared.clone(),
         };
         let thread = thread::Builder::new()
             .name("tower-statsd".to_owned())
             .spawn(move || {
+                lower_priority();
                 worker.run();
                 let _ = exit_tx.send(());
             })?;
@@ -351,6 +356,21 @@ impl AggregatingSinkBuilder {
     }
 }
 
+/// The worker's nice value: under CPU contention (a saturated server on as
+/// many cores as it has threads), request threads get about nine tenths of
+/// the CPU and the worker the rest, which is several times what it needs.
+#[cfg(target_os = "linux")]
+const WORKER_NICE: i32 = 10;
+
+/// Makes the worker yield to request threads when they compete for a core.
+/// Linux applies a nice value to the calling thread alone.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::setpriority_process(None, WORKER_NICE) {
+        tracing::debug!(%error, "could not lower the tower-statsd thread's priority");
+    }
+}
+
 struct Worker {
     queue: Receiver<Event>,
     writer: PacketWriter,
@@ -362,8 +382,10 @@ struct Worker {
     flush_interval: Duration,
     dropped_metric: String,
     reported_dropped: u64,
-    /// Packets sent per tick while the outbox empties (see [`Worker::close_window`]).
-    per_tick: usize,
+    /// Packets per second while the outbox empties (see [`Worker::pace`]).
+    pace_rate: f64,
+    /// When packets were last sent.
+    last_send: Instant,
     shared: Arc<Shared>,
 }
 
@@ -374,9 +396,13 @@ impl Worker {
     fn run(mut self) {
         let mut deadline = Instant::now() + self.flush_interval;
         loop {
+            let mut busy = false;
             loop {
                 match self.queue.try_recv() {
-                    Ok(event) => self.handle(event),
+                    Ok(event) => {
+                        busy = true;
+                        self.handle(event);
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         self.flush();
@@ -389,8 +415,14 @@ impl Worker {
                 self.close_window();
                 deadline = now + self.flush_interval;
             }
-            self.writer.send_pending(self.per_tick);
-            thread::park_timeout(TICK.min(deadline.saturating_duration_since(now)));
+            let since = now.saturating_duration_since(self.last_send).as_secs_f64();
+            self.last_send = now;
+            let budget = (self.pace_rate * since).ceil() as usize;
+            self.writer.send_pending(budget.max(MIN_PACKETS_PER_TICK));
+            // Busy: wake often, so each wake is short and a request thread
+            // sharing the core never waits long. Idle: wake rarely.
+            let tick = if busy { BUSY_TICK } else { TICK };
+            thread::park_timeout(tick.min(deadline.saturating_duration_since(now)));
         }
     }
 
@@ -450,12 +482,8 @@ impl Worker {
 
     /// Spreads the waiting packets over half a window from now.
     fn pace(&mut self) {
-        let ticks = (self.flush_interval.as_nanos() / 2 / TICK.as_nanos()).max(1) as usize;
-        self.per_tick = self
-            .writer
-            .pending()
-            .div_ceil(ticks)
-            .max(MIN_PACKETS_PER_TICK);
+        let half_window = self.flush_interval.as_secs_f64() / 2.0;
+        self.pace_rate = self.writer.pending() as f64 / half_window;
     }
 
     /// Sends everything now: on [`AggregatingSink::flush`] and at shutdown.

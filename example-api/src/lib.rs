@@ -4,6 +4,7 @@
 //! [`routes`] is the bare app; [`app`] adds the tower-statsd layer. The
 //! benchmarks run both, so they compare the same handlers.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -53,8 +54,30 @@ pub fn routes(settings: Settings) -> Router {
 pub fn app(settings: Settings, statsd: &Statsd) -> Router {
     routes(settings)
         .route("/tutorial", get(tutorial))
-        .layer(statsd.layer().user_key(UserKey::query("id"), "user"))
+        .layer(statsd.layer().user_key(user_id(), "user"))
         .layer(Extension(statsd.clone()))
+}
+
+/// The tutorial's unique users: the `id` of `/user?id=`, as the integer the
+/// handler answers with (`0123` and `123` are one user). Other routes, and
+/// ids that are not integers, are no user visits.
+fn user_id() -> UserKey {
+    UserKey::from_fn(|parts| {
+        if parts.uri.path() != "/user" {
+            return None;
+        }
+        let query = parts.uri.query()?;
+        let raw = query.split('&').find_map(|pair| pair.strip_prefix("id="))?;
+        let id: i64 = raw.parse().ok()?;
+        // Already canonical (the usual case): no allocation.
+        if raw.len() == 1
+            || !(raw.starts_with('0') || raw.starts_with("-0") || raw.starts_with('+'))
+        {
+            Some(Cow::Borrowed(raw))
+        } else {
+            Some(Cow::Owned(id.to_string()))
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -185,6 +208,32 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
             assert_eq!(body["error"], "invalid query", "{uri}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_user_ids_are_user_visits() {
+        let (packets, spy) = tower_statsd::cadence::SpyMetricSink::new();
+        let statsd = Statsd::builder()
+            .prefix("statstest")
+            .build_with(spy)
+            .unwrap();
+        let app = app(settings(), &statsd);
+        for uri in [
+            "/?msg=hi&id=7",
+            "/tutorial?id=8",
+            "/user?id=0123",
+            "/user?id=123",
+            "/user?id=abc",
+        ] {
+            get_json(app.clone(), uri).await;
+        }
+        assert!(statsd.flush());
+        let text: String = packets
+            .try_iter()
+            .map(|p| String::from_utf8(p).unwrap() + "\n")
+            .collect();
+        let sets: Vec<&str> = text.lines().filter(|l| l.ends_with("|s")).collect();
+        assert_eq!(sets, ["statstest.user:123|s"], "{text}");
     }
 
     #[test]

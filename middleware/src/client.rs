@@ -36,7 +36,7 @@ use crate::sink::{AggregatingSink, Event, TcpSink, UdpSink};
 /// statsd.gauge("resources.memory", 4128).ok(); // absolute
 /// statsd.gauge_delta("resources.memory", -128.0);
 /// statsd.set("user", 123).ok();
-/// let answer = statsd.time("work", || 6 * 7);  // float ms, like @statsd.timer
+/// let answer = statsd.time_fn("work", || 6 * 7); // float ms, like @statsd.timer
 /// assert_eq!(answer, 42);
 /// # Ok::<(), tower_statsd::ConfigError>(())
 /// ```
@@ -120,8 +120,9 @@ impl Statsd {
 
     /// Times `f` under `key`, in float milliseconds: the role of the
     /// tutorial's `@statsd.timer` decorator. The time is recorded also when
-    /// `f` returns an error or panics.
-    pub fn time<T>(&self, key: &str, f: impl FnOnce() -> T) -> T {
+    /// `f` returns an error or panics. (Named so that cadence's
+    /// `Timed::time(key, ms)` stays reachable through `Deref`.)
+    pub fn time_fn<T>(&self, key: &str, f: impl FnOnce() -> T) -> T {
         let _timer = self.start_timer(key);
         f()
     }

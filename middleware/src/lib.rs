@@ -9,7 +9,7 @@
 //! | `{prefix}.{route}` | timer, float ms | when the response body ends, fails or is dropped |
 //! | `{prefix}.{route}.status.{code}` | counter | every response |
 //! | `{prefix}.{set}` | set | a response below 400 whose request carries a user key |
-//! | `{prefix}.tower_statsd.dropped` | counter | events dropped because the stage was full |
+//! | `{prefix}.tower_statsd.dropped` | counter | events dropped: the in-memory stage was full, or a handler's line was malformed |
 //!
 //! `{route}` comes from axum's route template: `/` → `root`,
 //! `/users/{id}/posts` → `users._id.posts`, `/{*rest}` → `_rest`, and
@@ -48,7 +48,7 @@
 //!
 //! async fn user(Extension(statsd): Extension<Statsd>, Query(u): Query<User>) -> Json<u64> {
 //!     statsd.count("user.lookups", 10).ok();
-//!     let id = statsd.time("user.db", || u.id);
+//!     let id = statsd.time_fn("user.db", || u.id);
 //!     Json(id)
 //! }
 //!
@@ -71,7 +71,6 @@
 //! statsd.flush();
 //! # Ok::<(), tower_statsd::ConfigError>(())
 //! ```
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod body;
 mod client;

@@ -1,8 +1,9 @@
 //! What one finished request reports, and its expansion into metrics.
 //!
 //! The request path only fills a [`RequestRecord`] (no formatting, no
-//! allocation); the worker thread expands it into metrics with
-//! [`RequestRecord::for_each_metric`].
+//! allocation). On the worker, an aggregating sink folds it into its
+//! per-route window (`sink/requests.rs`); with aggregation off, it is
+//! expanded into one metric per line with [`RequestRecord::for_each_metric`].
 
 use std::fmt::Write;
 use std::sync::Arc;

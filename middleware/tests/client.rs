@@ -33,10 +33,10 @@ fn the_tutorials_calls() {
 #[test]
 fn timers_record_float_milliseconds_even_on_error_or_panic() {
     let (statsd, rx) = spy_statsd("statstest");
-    let answer: Result<u8, &str> = statsd.time("work", || Err("failed"));
+    let answer: Result<u8, &str> = statsd.time_fn("work", || Err("failed"));
     assert!(answer.is_err());
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        statsd.time("panicky", || -> u8 { panic!("boom") })
+        statsd.time_fn("panicky", || -> u8 { panic!("boom") })
     }));
     assert!(caught.is_err());
     {

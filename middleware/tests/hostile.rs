@@ -750,7 +750,7 @@ fn handler_metrics_named_from_client_input_never_break_a_line() {
             statsd.gauge(&key, 3).ok();
             statsd.gauge_delta(&key, -2.0);
             statsd.timing_ms(&key, 0.25);
-            statsd.time(&key, || ());
+            statsd.time_fn(&key, || ());
             statsd.set(&key, 42).ok();
             statsd.incr(&format!("visitors.{member}")).ok();
             for line in flushed_lines(&statsd, &rx) {

@@ -75,7 +75,7 @@ impl Stack {
         std::fs::create_dir_all(&dir).expect("create the stack directory");
         let mut env = BTreeMap::new();
         env.insert("STACK_DIR", dir.display().to_string());
-        env.insert("STATSD_FLUSH_MS", flush_ms.to_string());
+        env.insert("STACK_FLUSH_MS", flush_ms.to_string());
         // carbon-aggregator is the image's optional relay; the tests read carbon-cache.
         env.insert("STACK_AGGREGATOR", "0".to_owned());
         for name in [

@@ -245,7 +245,7 @@ impl Daemon {
             }
         }
         if kind == "s" {
-            if value.is_empty() || value.contains(['@', '#']) {
+            if value.is_empty() || value.contains('#') {
                 return Err(format!("set member {value:?}"));
             }
             if rate != 1.0 {

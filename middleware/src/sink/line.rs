@@ -207,7 +207,8 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 fn is_set_char(c: char) -> bool {
-    !(c.is_whitespace() || c.is_control() || matches!(c, ':' | '|' | '#' | '@'))
+    // `@` is safe inside a value: a sample rate is its own `|@rate` field.
+    !(c.is_whitespace() || c.is_control() || matches!(c, ':' | '|' | '#'))
 }
 
 /// Writes `metric` as a complete line (no trailing newline).
@@ -463,7 +464,6 @@ mod tests {
             ("a:1|c|@x", LineError::InvalidRate),
             ("a:1|c|@NaN", LineError::InvalidRate),
             ("a:|s", LineError::InvalidSetMember),
-            ("a:x@y|s", LineError::InvalidSetMember),
             ("a:x#y|s", LineError::InvalidSetMember),
             ("a:x y|s", LineError::InvalidSetMember),
             ("a:x\ty|s", LineError::InvalidSetMember),

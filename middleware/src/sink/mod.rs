@@ -99,8 +99,8 @@ pub(crate) enum Value<'a> {
 /// What travels from the request path to the worker thread.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A finished request from the layer, expanded into metrics on the worker
-    /// with [`RequestRecord::for_each_metric`](crate::record::RequestRecord::for_each_metric).
+    /// A finished request from the layer: folded into the per-route window on
+    /// the worker, or expanded line by line when aggregation is off.
     Request(crate::record::RequestRecord),
     /// A line a cadence client formatted: `name:value|type[|@rate][|#tags]`.
     Line(String),

@@ -28,8 +28,6 @@ use super::packet::{PacketStats, PacketWriter};
 use super::requests::RequestWindow;
 use super::{Event, Metric, Value};
 
-/// How long [`AggregatingSink::flush`] and dropping the last handle wait for
-/// the worker.
 /// How often the worker drains the queue. With the default capacity of
 /// 8 192 events, that absorbs 800 000 requests per second.
 const TICK: Duration = Duration::from_millis(10);
@@ -45,6 +43,8 @@ const MIN_PACKETS_PER_TICK: usize = 4;
 /// excess at once instead of letting the outbox grow.
 const MAX_PENDING_PACKETS: usize = 1_024;
 
+/// How long [`AggregatingSink::flush`] and dropping the last handle wait for
+/// the worker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cadence [`MetricSink`] that never blocks: metrics go to a bounded queue,
@@ -129,8 +129,8 @@ impl AggregatingSink {
     {
         AggregatingSinkBuilder {
             transport: Box::new(transport),
-            flush_interval: Duration::from_secs(1),
-            max_packet_size: 512,
+            flush_interval: crate::DEFAULT_FLUSH_INTERVAL,
+            max_packet_size: crate::DEFAULT_MAX_UDP_SIZE,
             queue_capacity: crate::DEFAULT_QUEUE_CAPACITY,
             max_buffered_values: 4_096,
             aggregate: true,

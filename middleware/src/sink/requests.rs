@@ -263,6 +263,16 @@ mod tests {
     }
 
     #[test]
+    fn failed_requests_have_no_status_and_are_no_visits() {
+        let naming = Naming::new("p", NamingMode::Hierarchical, &[], Some("user"));
+        let mut window = RequestWindow::default();
+        let mut failed = record(&naming, NamingMode::Hierarchical, "/", "GET", 200, "1");
+        failed.status = None;
+        window.add(failed);
+        assert_eq!(drained(&mut window), ["p.root.called:1|c", "p.root:1.5|ms"]);
+    }
+
+    #[test]
     fn tagged_window() {
         let naming = Naming::new("p", NamingMode::Tagged, &[], None);
         let mut window = RequestWindow::default();

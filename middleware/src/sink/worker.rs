@@ -440,7 +440,12 @@ impl Worker {
         };
         match event {
             Event::Request(record) if aggregating => requests.add(record),
-            Event::Request(record) => record.for_each_metric(&mut add),
+            Event::Request(record) => {
+                // Aggregation off: a window of one request, written at once.
+                let mut one = RequestWindow::default();
+                one.add(record);
+                one.drain(writer);
+            }
             Event::Line(text) => {
                 if let Err(error) = line::parse_each(&text, &mut add) {
                     self.shared.dropped.fetch_add(1, Relaxed);

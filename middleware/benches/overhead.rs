@@ -34,8 +34,12 @@ fn routes() -> Router {
 }
 
 fn statsd() -> Statsd {
+    // In process, requests come ~10x faster than any server answers them: a
+    // deep queue keeps every event, so the figures are those of the full
+    // path and not of the cheap path of a dropped event (printed below).
     Statsd::builder()
         .prefix("bench")
+        .queue_capacity(1 << 20)
         .build_with(NopMetricSink)
         .expect("a client on a NopMetricSink")
 }

@@ -101,15 +101,7 @@ impl Stack {
                 .expect("an HTTP client"),
         };
         stack.watch_parent();
-        let status = stack
-            .script()
-            .arg("start")
-            .status()
-            .expect("run scripts/stack start");
-        assert!(
-            status.success(),
-            "scripts/stack start failed ({status}); see its output above"
-        );
+        stack.run("start");
         stack
     }
 
@@ -124,25 +116,25 @@ impl Stack {
     /// Stops every daemon of this stack (`scripts/stack stop`); its
     /// directory, data and ports are kept for [`restart`](Self::restart).
     pub fn stop(&self) {
-        let status = self
-            .script()
-            .arg("stop")
-            .status()
-            .expect("run scripts/stack stop");
-        assert!(status.success(), "scripts/stack stop failed ({status})");
+        self.run("stop");
     }
 
     /// Starts the daemons again with the same directory and ports
     /// (`scripts/stack start`), and waits until they answer.
     pub fn restart(&self) {
+        self.run("start");
+    }
+
+    /// `scripts/stack <command>` for this instance; panics if it fails.
+    fn run(&self, command: &str) {
         let status = self
             .script()
-            .arg("start")
+            .arg(command)
             .status()
-            .expect("run scripts/stack start");
+            .unwrap_or_else(|e| panic!("run scripts/stack {command}: {e}"));
         assert!(
             status.success(),
-            "scripts/stack start failed ({status}); see its output above"
+            "scripts/stack {command} failed ({status}); see its output above"
         );
     }
 
@@ -381,4 +373,23 @@ pub fn get(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {
     let mut body = String::new();
     let _ = response.take(1 << 20).read_to_string(&mut body);
     (status, body)
+}
+
+/// What the bench servers (`src/bin/*`) take: the variant (first argument),
+/// the listen address (second argument, `BENCH_ADDR`, or 127.0.0.1:8000) and
+/// the number of tokio workers (`BENCH_WORKERS`, default 1).
+pub fn bench_args(usage: &str) -> Result<(String, String, usize), String> {
+    let mut args = std::env::args().skip(1);
+    let variant = args.next().ok_or_else(|| usage.to_owned())?;
+    let addr = args
+        .next()
+        .or_else(|| std::env::var("BENCH_ADDR").ok())
+        .unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+    let workers = match std::env::var("BENCH_WORKERS") {
+        Ok(v) => v
+            .parse::<usize>()
+            .map_err(|_| format!("BENCH_WORKERS={v:?} is not a number"))?,
+        Err(_) => 1,
+    };
+    Ok((variant, addr, workers.max(1)))
 }

@@ -32,20 +32,8 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let variant = args
-        .next()
-        .ok_or("usage: bench-server bare|statsd|statsd-layer|prometheus [addr]")?;
-    let addr = args
-        .next()
-        .or_else(|| std::env::var("BENCH_ADDR").ok())
-        .unwrap_or_else(|| "127.0.0.1:8000".to_owned());
-    let workers = match std::env::var("BENCH_WORKERS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .map_err(|_| format!("BENCH_WORKERS={v:?} is not a number"))?,
-        Err(_) => 1,
-    };
+    let (variant, addr, workers) =
+        e2e::bench_args("usage: bench-server bare|statsd|statsd-layer|prometheus [addr]")?;
     let settings = Settings::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))

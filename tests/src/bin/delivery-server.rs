@@ -121,20 +121,7 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let variant = args
-        .next()
-        .ok_or("usage: delivery-server statsd|cadence [addr]")?;
-    let addr = args
-        .next()
-        .or_else(|| std::env::var("BENCH_ADDR").ok())
-        .unwrap_or_else(|| "127.0.0.1:8000".to_owned());
-    let workers = match std::env::var("BENCH_WORKERS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .map_err(|_| format!("BENCH_WORKERS={v:?} is not a number"))?,
-        Err(_) => 1,
-    };
+    let (variant, addr, workers) = e2e::bench_args("usage: delivery-server statsd|cadence [addr]")?;
     let settings = Settings::from_env()?;
     let prefix = std::env::var("STATSD_PREFIX").unwrap_or_else(|_| "statstest".to_owned());
 

@@ -56,7 +56,6 @@ impl Drop for Recorder {
         let record = RequestRecord {
             elapsed: self.start.elapsed(),
             route: self.route.clone(),
-            mode: self.shared.naming.mode(),
             method: self.method,
             status: self.status,
             user: self.user.take(),

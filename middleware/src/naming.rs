@@ -39,6 +39,8 @@ pub(crate) struct RouteNames {
     pub(crate) status_prefix: Box<str>,
     /// The unique-user set, `{prefix}.{set}`, when the layer has a user key.
     pub(crate) user_set: Option<Arc<str>>,
+    /// How these names are laid out.
+    pub(crate) mode: NamingMode,
 }
 
 impl RouteNames {
@@ -52,6 +54,7 @@ impl RouteNames {
                     status_prefix: format!("{base}.status.").into(),
                     timer: base.into(),
                     user_set,
+                    mode,
                 }
             }
             NamingMode::Tagged => {
@@ -62,6 +65,7 @@ impl RouteNames {
                     timer: name,
                     status_prefix: "".into(),
                     user_set,
+                    mode,
                 }
             }
         }
@@ -146,10 +150,6 @@ impl Naming {
             .entry(template.into())
             .or_insert(names)
             .clone()
-    }
-
-    pub(crate) fn mode(&self) -> NamingMode {
-        self.mode
     }
 }
 

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::naming::{NamingMode, RouteNames};
+use crate::naming::RouteNames;
 use crate::user::UserToken;
 
 /// One request, from entering the layer to the end of its response body.
 #[derive(Debug)]
 pub(crate) struct RequestRecord {
     pub(crate) route: Arc<RouteNames>,
-    pub(crate) mode: NamingMode,
     pub(crate) method: &'static str,
     /// `None` when the inner service failed or the future was dropped
     /// before a response existed.

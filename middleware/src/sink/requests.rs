@@ -22,7 +22,6 @@ use crate::user::UserToken;
 #[derive(Debug)]
 struct RouteWindow {
     names: Arc<RouteNames>,
-    mode: NamingMode,
     cells: Vec<Cell>,
     members: HashSet<UserToken, FxBuildHasher>,
 }
@@ -53,7 +52,6 @@ impl RequestWindow {
             .entry(Arc::as_ptr(&record.route) as usize)
             .or_insert_with(|| RouteWindow {
                 names: record.route.clone(),
-                mode: record.mode,
                 cells: Vec::new(),
                 members: HashSet::default(),
             });
@@ -97,7 +95,7 @@ impl RequestWindow {
     /// Writes the window to `out` and starts a new one.
     pub(crate) fn drain(&mut self, out: &mut PacketWriter) {
         for (_, route) in self.routes.drain() {
-            match route.mode {
+            match route.names.mode {
                 NamingMode::Hierarchical => drain_hierarchical(&route, out),
                 NamingMode::Tagged => drain_tagged(&route, out),
             }
@@ -188,7 +186,6 @@ mod tests {
 
     fn record(
         naming: &Naming,
-        mode: NamingMode,
         template: &str,
         method: &'static str,
         status: u16,
@@ -201,7 +198,6 @@ mod tests {
             .0;
         RequestRecord {
             route: naming.route(Some(template)),
-            mode,
             method,
             status: Some(StatusCode::from_u16(status).unwrap()),
             elapsed: Duration::from_micros(1500),
@@ -224,12 +220,11 @@ mod tests {
     fn hierarchical_window() {
         let naming = Naming::new("p", NamingMode::Hierarchical, &[], Some("user"));
         let mut window = RequestWindow::default();
-        let h = NamingMode::Hierarchical;
-        window.add(record(&naming, h, "/", "GET", 200, "1"));
-        window.add(record(&naming, h, "/", "GET", 200, "1"));
-        window.add(record(&naming, h, "/", "POST", 200, "2"));
-        window.add(record(&naming, h, "/", "GET", 404, "3"));
-        window.add(record(&naming, h, "/user", "GET", 400, "4"));
+        window.add(record(&naming, "/", "GET", 200, "1"));
+        window.add(record(&naming, "/", "GET", 200, "1"));
+        window.add(record(&naming, "/", "POST", 200, "2"));
+        window.add(record(&naming, "/", "GET", 404, "3"));
+        window.add(record(&naming, "/user", "GET", 400, "4"));
         let mut lines = drained(&mut window);
         let members = lines
             .iter()
@@ -266,7 +261,7 @@ mod tests {
     fn failed_requests_have_no_status_and_are_no_visits() {
         let naming = Naming::new("p", NamingMode::Hierarchical, &[], Some("user"));
         let mut window = RequestWindow::default();
-        let mut failed = record(&naming, NamingMode::Hierarchical, "/", "GET", 200, "1");
+        let mut failed = record(&naming, "/", "GET", 200, "1");
         failed.status = None;
         window.add(failed);
         assert_eq!(drained(&mut window), ["p.root.called:1|c", "p.root:1.5|ms"]);
@@ -276,10 +271,9 @@ mod tests {
     fn tagged_window() {
         let naming = Naming::new("p", NamingMode::Tagged, &[], None);
         let mut window = RequestWindow::default();
-        let t = NamingMode::Tagged;
-        window.add(record(&naming, t, "/", "GET", 200, "1"));
-        window.add(record(&naming, t, "/", "GET", 200, "1"));
-        window.add(record(&naming, t, "/", "DELETE", 405, "1"));
+        window.add(record(&naming, "/", "GET", 200, "1"));
+        window.add(record(&naming, "/", "GET", 200, "1"));
+        window.add(record(&naming, "/", "DELETE", 405, "1"));
         assert_eq!(
             drained(&mut window),
             [

@@ -709,7 +709,6 @@ mod tests {
         let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
         Event::Request(crate::record::RequestRecord {
             route: naming.route(Some("/")),
-            mode: NamingMode::Hierarchical,
             method: "GET",
             status: Some(http::StatusCode::OK),
             elapsed: Duration::from_micros(micros),

@@ -393,3 +393,16 @@ pub fn bench_args(usage: &str) -> Result<(String, String, usize), String> {
     };
     Ok((variant, addr, workers.max(1)))
 }
+
+/// Serves `app` on a free loopback port from a runtime of its own, for tests
+/// that drive it with a blocking client. Keep the runtime alive as long as
+/// the server is needed; the URL has no trailing slash.
+pub fn serve(app: axum::Router) -> (tokio::runtime::Runtime, String) {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (runtime, url)
+}

@@ -25,12 +25,7 @@ fn tagged_metrics_reach_the_daemon_as_tagged_keys() {
         .route("/", get(|| async { "root" }))
         .route("/users/{id}", get(|| async { "user" }))
         .layer(statsd.layer());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    let (_server, url) = e2e::serve(app);
 
     let http = reqwest::blocking::Client::new();
     for _ in 0..3 {

@@ -23,12 +23,7 @@ fn every_request_arrives_over_tcp() {
     let app = Router::new()
         .route("/user", get(|| async { "user" }))
         .layer(statsd.layer().user_key(UserKey::query("id"), "user"));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    let (_server, url) = e2e::serve(app);
 
     const N: usize = 500;
     let http = reqwest::blocking::Client::new();

@@ -55,20 +55,24 @@ async fn flushed_until(
     }
 }
 
+/// `/boom`: a handler that panics after [`HANDLER_DELAY`].
+fn panicking_router() -> Router {
+    Router::new().route(
+        "/boom",
+        get(|| async {
+            tokio::time::sleep(HANDLER_DELAY).await;
+            if HANDLER_DELAY > Duration::ZERO {
+                panic!("handler bug (expected by the test)");
+            }
+            "unreachable"
+        }),
+    )
+}
+
 #[tokio::test]
 async fn a_caught_handler_panic_is_a_timed_500() {
     let (statsd, rx) = spy_statsd("t");
-    let app = Router::new()
-        .route(
-            "/boom",
-            get(|| async {
-                tokio::time::sleep(HANDLER_DELAY).await;
-                if HANDLER_DELAY > Duration::ZERO {
-                    panic!("handler bug (expected by the test)");
-                }
-                "unreachable"
-            }),
-        )
+    let app = panicking_router()
         // Our layer outside catch_panic: it sees the 500 catch_panic makes.
         .layer(CatchPanicLayer::new())
         .layer(statsd.layer());
@@ -95,18 +99,7 @@ async fn a_caught_handler_panic_is_a_timed_500() {
 #[tokio::test]
 async fn an_uncaught_handler_panic_still_counts_and_times_without_a_status() {
     let (statsd, rx) = spy_statsd("t");
-    let app = Router::new()
-        .route(
-            "/boom",
-            get(|| async {
-                tokio::time::sleep(HANDLER_DELAY).await;
-                if HANDLER_DELAY > Duration::ZERO {
-                    panic!("handler bug (expected by the test)");
-                }
-                "unreachable"
-            }),
-        )
-        .layer(statsd.layer());
+    let app = panicking_router().layer(statsd.layer());
     let task = tokio::spawn(app.oneshot(Request::get("/boom").body(Body::empty()).unwrap()));
     assert!(task.await.unwrap_err().is_panic());
 

@@ -1,69 +1,13 @@
-//! [`ResponseBody`] and the [`Recorder`] it carries: the request's metrics
-//! are reported exactly once, when the body ends, fails, or is dropped.
+//! [`ResponseBody`]: the inner body, carrying the request's [`Recorder`],
+//! which records exactly once when the body ends, fails, or is dropped.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::layer::Shared;
-use crate::naming::RouteNames;
-use crate::record::RequestRecord;
-use crate::sink::Event;
-use crate::user::UserToken;
-
-/// Everything a request will report, waiting for its end. Reports on drop,
-/// so no path (error, panic, client gone) can skip or repeat it.
-#[derive(Debug)]
-pub(crate) struct Recorder {
-    shared: Arc<Shared>,
-    start: Instant,
-    route: Arc<RouteNames>,
-    method: &'static str,
-    status: Option<StatusCode>,
-    user: Option<UserToken>,
-}
-
-impl Recorder {
-    pub(crate) fn new(
-        shared: &Arc<Shared>,
-        start: Instant,
-        route: Arc<RouteNames>,
-        method: &'static str,
-        user: Option<UserToken>,
-    ) -> Self {
-        Recorder {
-            shared: shared.clone(),
-            start,
-            route,
-            method,
-            status: None,
-            user,
-        }
-    }
-
-    pub(crate) fn set_status(&mut self, status: StatusCode) {
-        self.status = Some(status);
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let record = RequestRecord {
-            elapsed: self.start.elapsed(),
-            route: self.route.clone(),
-            method: self.method,
-            status: self.status,
-            user: self.user.take(),
-        };
-        // Never blocks; a full stage counts the drop and reports it later.
-        self.shared.statsd.sink().send(Event::Request(record));
-    }
-}
+use crate::record::Recorder;
 
 pin_project! {
     /// The response body of [`StatsdService`](crate::StatsdService): the

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use crate::config::{ConfigError, StatsdBuilder, Transport};
 use crate::layer::StatsdLayer;
 use crate::naming::{sanitize_dotted, NamingMode};
-use crate::sink::{AggregatingSink, Event, TcpSink, UdpSink};
+use crate::sink::{AggregatingSink, TcpSink, UdpSink};
 
 /// A StatsD client with client-side aggregation, and the factory of
 /// [`StatsdLayer`]s.
@@ -160,7 +160,9 @@ impl Statsd {
         } else {
             format!("{}.{key}:{value_and_type}", self.inner.prefix)
         };
-        self.inner.sink.send(Event::Line(line));
+        // A line this client formatted is always valid; a full window is
+        // counted by the sink.
+        let _ = self.inner.sink.emit(&line);
     }
 }
 
@@ -232,12 +234,12 @@ impl StatsdBuilder {
         let sink = AggregatingSink::builder(transport)
             .flush_interval(self.flush_interval)
             .max_packet_size(self.max_udp_size)
-            .queue_capacity(self.queue_capacity)
+            .max_timer_samples(self.max_timer_samples)
             .aggregate(self.aggregate)
             .dropped_metric(dropped)
             .build()?;
         let client = StatsdClient::builder(&prefix, sink.clone())
-            .with_error_handler(|e| tracing::trace!(error = %e, "metric not queued"))
+            .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"))
             .build();
         Ok(Statsd {
             inner: Arc::new(Inner {

@@ -14,8 +14,10 @@ pub const DEFAULT_MAX_UDP_SIZE: usize = 512;
 pub const MIN_MAX_UDP_SIZE: usize = 64;
 /// Default aggregation window; keep it at or below the daemon's flush interval.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default bound of the in-memory stage, in events (one event per request).
-pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
+/// Default number of values kept per timer and window before sampling
+/// (`metrics-exporter-dogstatsd`'s reservoir size; see the README for the
+/// measurement behind it).
+pub const DEFAULT_MAX_TIMER_SAMPLES: usize = 1_024;
 
 /// How packets reach the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,9 +63,9 @@ pub enum ConfigError {
     /// A zero flush interval would busy-loop.
     #[error("the flush interval must be above zero: set STATSD_FLUSH_MS or call `.flush_interval(..)` (default: 1000 ms)")]
     ZeroFlushInterval,
-    /// A zero queue would drop everything.
-    #[error("the queue capacity must be at least 1: set STATSD_QUEUE_CAPACITY or call `.queue_capacity(..)` (default: 8192)")]
-    ZeroQueueCapacity,
+    /// A timer sample too small to stand for any count with powers of two.
+    #[error("max timer samples {0} is too small: use 0 (keep every value) or at least 64 (default: 1024); set STATSD_MAX_TIMER_SAMPLES or call `.max_timer_samples(..)`")]
+    MaxTimerSamplesTooSmall(usize),
     /// A Unix transport without a socket path.
     #[error("STATSD_TRANSPORT=unix needs STATSD_SOCKET, the path of the daemon's datagram socket")]
     MissingSocketPath,
@@ -82,7 +84,7 @@ pub enum ConfigError {
 /// | [`max_udp_size`](Self::max_udp_size) | `STATSD_MAXUDPSIZE` | `512` |
 /// | [`ipv6`](Self::ipv6) | `STATSD_IPV6` | `0` |
 /// | [`flush_interval`](Self::flush_interval) | `STATSD_FLUSH_MS` | `1000` |
-/// | [`queue_capacity`](Self::queue_capacity) | `STATSD_QUEUE_CAPACITY` | `8192` |
+/// | [`max_timer_samples`](Self::max_timer_samples) | `STATSD_MAX_TIMER_SAMPLES` | `1024` |
 /// | [`aggregate`](Self::aggregate) | `STATSD_AGGREGATE` | `1` |
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
@@ -108,7 +110,7 @@ pub struct StatsdBuilder {
     pub(crate) max_udp_size: usize,
     pub(crate) ipv6: bool,
     pub(crate) flush_interval: Duration,
-    pub(crate) queue_capacity: usize,
+    pub(crate) max_timer_samples: usize,
     pub(crate) aggregate: bool,
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
@@ -123,7 +125,7 @@ impl Default for StatsdBuilder {
             max_udp_size: DEFAULT_MAX_UDP_SIZE,
             ipv6: false,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
             aggregate: true,
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
@@ -140,7 +142,7 @@ struct EnvVars {
     maxudpsize: Option<usize>,
     ipv6: Option<String>,
     flush_ms: Option<u64>,
-    queue_capacity: Option<usize>,
+    max_timer_samples: Option<usize>,
     aggregate: Option<String>,
     transport: Option<String>,
     socket: Option<PathBuf>,
@@ -201,8 +203,8 @@ impl StatsdBuilder {
         if let Some(ms) = env.flush_ms {
             self.flush_interval = Duration::from_millis(ms);
         }
-        if let Some(n) = env.queue_capacity {
-            self.queue_capacity = n;
+        if let Some(n) = env.max_timer_samples {
+            self.max_timer_samples = n;
         }
         if let Some(v) = env.aggregate {
             self.aggregate = flag("STATSD_AGGREGATE", v)?;
@@ -275,16 +277,19 @@ impl StatsdBuilder {
         self
     }
 
-    /// How many events may wait for the background thread (default 8 192);
-    /// past it events are dropped, counted, and the count reported as
-    /// `{prefix}.tower_statsd.dropped`.
-    pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = capacity;
+    /// Values kept per timer and window (default 1 024; 0 keeps every
+    /// value, otherwise at least 64). Beyond it a uniform sample is sent,
+    /// with sample rates that keep the daemon's `count` exact and with the
+    /// window's minimum and maximum always in it; the daemon's `sum` and
+    /// `mean` are then the sample's.
+    pub fn max_timer_samples(mut self, values: usize) -> Self {
+        self.max_timer_samples = values;
         self
     }
 
-    /// Aggregate per flush window (default `true`). Turn off for servers
-    /// that do not accept multi-value lines (`key:1|ms:2|ms`).
+    /// Whether the values of one name share a line (default `true`,
+    /// `key:1|ms:2|ms`). Turn off for servers that do not accept multi-value
+    /// lines; counters are summed and set members de-duplicated either way.
     pub fn aggregate(mut self, aggregate: bool) -> Self {
         self.aggregate = aggregate;
         self
@@ -317,8 +322,8 @@ impl StatsdBuilder {
         if self.flush_interval.is_zero() {
             return Err(ConfigError::ZeroFlushInterval);
         }
-        if self.queue_capacity == 0 {
-            return Err(ConfigError::ZeroQueueCapacity);
+        if (1..crate::sink::MIN_TIMER_SAMPLES).contains(&self.max_timer_samples) {
+            return Err(ConfigError::MaxTimerSamplesTooSmall(self.max_timer_samples));
         }
         Ok(())
     }
@@ -347,6 +352,7 @@ mod tests {
             ("STATSD_IPV6", "1"),
             ("STATSD_FLUSH_MS", "250"),
             ("STATSD_NAMING", "tagged"),
+            ("STATSD_MAX_TIMER_SAMPLES", "0"),
             ("UNRELATED", "x"),
         ])
         .unwrap();
@@ -357,6 +363,8 @@ mod tests {
         assert!(b.ipv6);
         assert_eq!(b.flush_interval, Duration::from_millis(250));
         assert_eq!(b.naming, NamingMode::Tagged);
+        assert_eq!(b.max_timer_samples, 0);
+        assert_eq!(env(&[]).unwrap().max_timer_samples, 1024);
     }
 
     #[test]
@@ -375,6 +383,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("at least 64"), "{e}");
+        let e = StatsdBuilder::new()
+            .max_timer_samples(10)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("STATSD_MAX_TIMER_SAMPLES") && e.contains("at least 64"),
+            "{e}"
+        );
         assert!(matches!(
             StatsdBuilder::new().host(" ").validate(),
             Err(ConfigError::EmptyHost)

@@ -7,7 +7,8 @@ use std::task::{ready, Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::body::{Recorder, ResponseBody};
+use crate::body::ResponseBody;
+use crate::record::Recorder;
 
 pin_project! {
     /// The future of [`StatsdService`](crate::StatsdService).

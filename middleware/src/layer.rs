@@ -6,6 +6,7 @@ use tower_layer::Layer;
 
 use crate::client::Statsd;
 use crate::naming::{Naming, NamingMode};
+use crate::record::{Routes, Shared};
 use crate::service::StatsdService;
 use crate::user::UserKey;
 
@@ -35,35 +36,24 @@ use crate::user::UserKey;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct StatsdLayer {
+    statsd: Statsd,
     shared: Arc<Shared>,
     mode: NamingMode,
     overrides: Vec<(String, String)>,
     user: Option<(UserKey, String)>,
 }
 
-/// What every request of every service made by one layer reads.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) statsd: Statsd,
-    pub(crate) naming: Naming,
-    pub(crate) user: Option<UserKey>,
-}
-
 impl StatsdLayer {
     pub(crate) fn new(statsd: Statsd) -> Self {
         let mode = statsd.naming_mode();
-        let mut layer = StatsdLayer {
-            shared: Arc::new(Shared {
-                naming: Naming::new(statsd.prefix(), mode, &[], None),
-                statsd,
-                user: None,
-            }),
+        let shared = Self::shared(&statsd, mode, &[], None);
+        StatsdLayer {
+            statsd,
+            shared,
             mode,
             overrides: Vec::new(),
             user: None,
-        };
-        layer.rebuild();
-        layer
+        }
     }
 
     /// Records each request's user key in the set `{prefix}.{set_name}`,
@@ -92,15 +82,31 @@ impl StatsdLayer {
     }
 
     fn rebuild(&mut self) {
-        let statsd = self.shared.statsd.clone();
-        let set = self.user.as_ref().map(|(_, set)| set.as_str());
-        let naming = Naming::new(statsd.prefix(), self.mode, &self.overrides, set);
-        let user = self.user.as_ref().map(|(key, _)| key.clone());
-        self.shared = Arc::new(Shared {
-            statsd,
+        self.shared = Self::shared(&self.statsd, self.mode, &self.overrides, self.user.as_ref());
+    }
+
+    /// The routes' statistics for these options, drained by the client's
+    /// flusher from now on.
+    fn shared(
+        statsd: &Statsd,
+        mode: NamingMode,
+        overrides: &[(String, String)],
+        user: Option<&(UserKey, String)>,
+    ) -> Arc<Shared> {
+        let set = user.map(|(_, set)| set.as_str());
+        let naming = Naming::new(statsd.prefix(), mode, overrides, set);
+        let sink = statsd.sink();
+        let routes = Arc::new(Routes::new(
             naming,
-            user,
-        });
+            sink.timer_cap(),
+            sink.control().clone(),
+        ));
+        sink.register(routes.clone());
+        Arc::new(Shared {
+            routes,
+            user: user.map(|(key, _)| key.clone()),
+            _statsd: statsd.clone(),
+        })
     }
 }
 

@@ -86,8 +86,8 @@ mod user;
 pub use body::ResponseBody;
 pub use client::{Statsd, Timed, TimerGuard};
 pub use config::{
-    ConfigError, StatsdBuilder, Transport, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UDP_SIZE,
-    DEFAULT_QUEUE_CAPACITY, MIN_MAX_UDP_SIZE,
+    ConfigError, StatsdBuilder, Transport, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES,
+    DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE,
 };
 pub use future::ResponseFuture;
 pub use layer::StatsdLayer;

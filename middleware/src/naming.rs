@@ -2,10 +2,11 @@
 //!
 //! Names come from the route *template* (axum's `MatchedPath`), never from the
 //! raw URI, so a scanner hitting random paths cannot create new series. Each
-//! template's names are built once, cached, and shared by every request to it.
+//! template's names are built once, on its first request, and kept with the
+//! route's statistics (`record/routes.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// The route name used for requests that matched no route template
 /// (fallback, 404, `nest_service`).
@@ -72,15 +73,13 @@ impl RouteNames {
     }
 }
 
-/// Turns route templates into [`RouteNames`], once per template.
+/// Turns route templates into [`RouteNames`].
 #[derive(Debug)]
 pub(crate) struct Naming {
     prefix: Box<str>,
     mode: NamingMode,
     overrides: HashMap<Box<str>, Box<str>>,
     user_set: Option<Arc<str>>,
-    unmatched: Arc<RouteNames>,
-    cache: RwLock<HashMap<Box<str>, Arc<RouteNames>>>,
 }
 
 impl Naming {
@@ -99,7 +98,6 @@ impl Naming {
             set => join(&prefix, &set).into(),
         });
         Naming {
-            unmatched: Arc::new(RouteNames::new(&prefix, UNMATCHED, mode, user_set.clone())),
             user_set,
             overrides: overrides
                 .iter()
@@ -113,43 +111,21 @@ impl Naming {
                     (template.as_str().into(), name.into())
                 })
                 .collect(),
-            cache: RwLock::default(),
             prefix,
             mode,
         }
     }
 
     /// The names for a request that matched `template`, or [`UNMATCHED`]'s.
-    pub(crate) fn route(&self, template: Option<&str>) -> Arc<RouteNames> {
-        let Some(template) = template else {
-            return self.unmatched.clone();
+    pub(crate) fn names(&self, template: Option<&str>) -> RouteNames {
+        let route = match template {
+            None => UNMATCHED.to_owned(),
+            Some(template) => match self.overrides.get(template) {
+                Some(name) => name.to_string(),
+                None => route_name(template),
+            },
         };
-        // A poisoned lock only means another thread panicked mid-insert of a
-        // complete value; the map is still consistent.
-        if let Some(names) = self
-            .cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(template)
-        {
-            return names.clone();
-        }
-        let route = match self.overrides.get(template) {
-            Some(name) => name.to_string(),
-            None => route_name(template),
-        };
-        let names = Arc::new(RouteNames::new(
-            &self.prefix,
-            &route,
-            self.mode,
-            self.user_set.clone(),
-        ));
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(template.into())
-            .or_insert(names)
-            .clone()
+        RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone())
     }
 }
 
@@ -260,25 +236,17 @@ mod tests {
     #[test]
     fn names_per_mode() {
         let naming = Naming::new("statstest", NamingMode::Hierarchical, &[], Some("user"));
-        let root = naming.route(Some("/"));
+        let root = naming.names(Some("/"));
         assert_eq!(&*root.called, "statstest.root.called");
         assert_eq!(&*root.timer, "statstest.root");
         assert_eq!(&*root.status_prefix, "statstest.root.status.");
-        assert_eq!(&*naming.route(None).called, "statstest.unmatched.called");
+        assert_eq!(&*naming.names(None).called, "statstest.unmatched.called");
         assert_eq!(root.user_set.as_deref(), Some("statstest.user"));
 
         let tagged = Naming::new("", NamingMode::Tagged, &[], None);
-        let users = tagged.route(Some("/users/{id}"));
+        let users = tagged.names(Some("/users/{id}"));
         assert_eq!(&*users.called, "http.request");
         assert_eq!(&*users.route, "users._id");
-    }
-
-    #[test]
-    fn names_are_built_once_per_template() {
-        let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
-        let a = naming.route(Some("/users/{id}"));
-        let b = naming.route(Some("/users/{id}"));
-        assert!(Arc::ptr_eq(&a, &b));
     }
 
     #[test]
@@ -289,10 +257,10 @@ mod tests {
         ];
         let naming = Naming::new("p..q", NamingMode::Hierarchical, &overrides, None);
         assert_eq!(
-            &*naming.route(Some("/users/{id}/posts")).timer,
+            &*naming.names(Some("/users/{id}/posts")).timer,
             "p.q.posts.by_user"
         );
-        assert_eq!(&*naming.route(Some("/x")).timer, "p.q.x");
+        assert_eq!(&*naming.names(Some("/x")).timer, "p.q.x");
     }
 
     #[test]

@@ -7,43 +7,52 @@ use std::time::Instant;
 use http::{Request, Response};
 use tower_service::Service;
 
-use crate::body::Recorder;
 use crate::future::ResponseFuture;
-use crate::layer::Shared;
-use crate::naming::{method_tag, RouteNames};
+use crate::naming::method_tag;
+use crate::record::{Recorder, RouteStats, Shared};
 
 /// The service made by [`StatsdLayer`](crate::StatsdLayer).
 #[derive(Clone, Debug)]
 pub struct StatsdService<S> {
     inner: S,
+    /// One `Arc`, so that cloning the service per request (as axum does)
+    /// touches one reference count.
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
     shared: Arc<Shared>,
-    /// The names of the route this service wraps. axum's `Router::layer`
+    /// The stats of the route this service wraps. axum's `Router::layer`
     /// makes one service per route (clones share this), so the first
     /// request's template is almost always every request's template; a
-    /// different one falls back to the layer's shared map.
-    route: Arc<OnceLock<(Box<str>, Arc<RouteNames>)>>,
+    /// different one falls back to the layer's map.
+    route: OnceLock<(Box<str>, Arc<RouteStats>)>,
 }
 
 impl<S> StatsdService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         StatsdService {
             inner,
-            shared,
-            route: Arc::default(),
+            state: Arc::new(State {
+                shared,
+                route: OnceLock::new(),
+            }),
         }
     }
 
-    fn route_names(&self, template: Option<&str>) -> Arc<RouteNames> {
-        if let (Some(template), Some((cached, names))) = (template, self.route.get()) {
+    fn route(&self, template: Option<&str>) -> Arc<RouteStats> {
+        let state = &*self.state;
+        if let (Some(template), Some((cached, stats))) = (template, state.route.get()) {
             if **cached == *template {
-                return names.clone();
+                return stats.clone();
             }
         }
-        let names = self.shared.naming.route(template);
+        let stats = state.shared.routes.get(template);
         if let Some(template) = template {
-            let _ = self.route.set((template.into(), names.clone()));
+            let _ = state.route.set((template.into(), stats.clone()));
         }
-        names
+        stats
     }
 }
 
@@ -62,10 +71,14 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let shared = &self.shared;
-        let route = self.route_names(matched_path(&parts));
-        let user = shared.user.as_ref().and_then(|key| key.token(&parts));
-        let recorder = Recorder::new(shared, start, route, method_tag(&parts.method), user);
+        let route = self.route(matched_path(&parts));
+        let user = self
+            .state
+            .shared
+            .user
+            .as_ref()
+            .and_then(|key| key.token(&parts));
+        let recorder = Recorder::new(route, start, method_tag(&parts.method), user);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::new(future, recorder)
     }

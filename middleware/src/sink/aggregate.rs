@@ -6,8 +6,10 @@
 //! - counters: `value / rate` summed (the daemon's `value * (1 / rate)`),
 //!   sent once with rate 1;
 //! - sets: members de-duplicated, packed as `key:a|s:b|s`;
-//! - timers: every value kept in arrival order with its own sample rate,
-//!   packed as `key:1.5|ms:2|ms|@0.5` (the daemon counts `1 / rate` per value);
+//! - timers: values recorded at rate 1 go into a bounded sample
+//!   (`sample.rs`: every value below the cap, exact counts above it); values
+//!   a client sampled itself are kept with their own rate. Packed as
+//!   `key:1.5|ms:2|ms|@0.5` (the daemon counts `1 / rate` per value);
 //! - gauges: the last absolute value plus the deltas after it, or only the
 //!   summed deltas when no absolute value came in this window.
 //!
@@ -22,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::packet::PacketWriter;
+use super::sample::TimerSample;
 use super::{Metric, Value};
 
 /// Per-name, per-tag-set state. Two levels so a lookup by borrowed `&str`s
@@ -82,20 +85,39 @@ struct Counter {
     unsummed: Vec<(f64, f64)>,
 }
 
+/// A timer's values: a bounded sample of those at rate 1, and the ones a
+/// client sampled itself (`|@0.1`), each with its rate.
+#[derive(Debug, Default)]
+struct Timer {
+    sample: TimerSample,
+    rated: Vec<(f64, f64)>,
+}
+
 /// The state of one flush window.
 #[derive(Debug, Default)]
 pub(crate) struct Aggregator {
     counters: Table<Counter>,
-    timers: Table<Vec<(f64, f64)>>,
+    timers: Table<Timer>,
     gauges: Table<Gauge>,
     sets: Table<HashSet<String>>,
     values: usize,
+    /// Values kept per timer before sampling; 0 = no cap.
+    timer_cap: usize,
 }
 
 impl Aggregator {
-    /// An empty window.
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// An empty window, keeping at most `timer_cap` values per timer (0 = all).
+    pub(crate) fn new(timer_cap: usize) -> Self {
+        Aggregator {
+            timer_cap,
+            ..Self::default()
+        }
+    }
+
+    /// Whether nothing was added since the last drain.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values == 0
     }
 
     /// Folds one metric into the window.
@@ -114,8 +136,15 @@ impl Aggregator {
                 }
             }
             Value::Timer { ms, rate } => {
-                self.timers.slot(name, tags).0.push((ms, rate));
-                self.values += 1;
+                let timer = self.timers.slot(name, tags).0;
+                let held = timer.sample.len();
+                if rate == 1.0 {
+                    timer.sample.add(ms, self.timer_cap);
+                } else {
+                    timer.rated.push((ms, rate));
+                }
+                // A sampled timer holds no more values: it counts no more.
+                self.values += usize::from(timer.sample.len() > held || rate != 1.0);
             }
             Value::Gauge(value) => {
                 let (gauge, created) = self.gauges.slot(name, tags);
@@ -183,11 +212,12 @@ impl Aggregator {
                 out.push_metric(&Metric { name, tags, value });
             }
         });
-        self.timers.drain(|name, tags, values| {
-            let values = values
+        self.timers.drain(|name, tags, mut timer| {
+            let rated = timer
+                .rated
                 .into_iter()
                 .map(|(ms, rate)| Value::Timer { ms, rate });
-            out.push_packed(name, tags, values);
+            out.push_packed(name, tags, timer.sample.drain().chain(rated));
         });
         self.sets.drain(|name, tags, members| {
             out.push_packed(name, tags, members.iter().map(|m| Value::Set(m)));
@@ -230,7 +260,7 @@ mod tests {
 
     #[test]
     fn counters_are_summed_with_their_sample_rates() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         for _ in 0..10 {
             add(&mut agg, "a", "", count(1.0, 0.5));
         }
@@ -246,7 +276,7 @@ mod tests {
 
     #[test]
     fn sets_are_deduplicated() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         for member in ["u1", "u2", "u1", "u3", "u2"] {
             add(&mut agg, "users", "", Value::Set(member));
         }
@@ -264,19 +294,20 @@ mod tests {
     }
 
     #[test]
-    fn timers_are_packed_in_order_with_their_rates() {
-        let mut agg = Aggregator::new();
+    fn timers_are_packed_with_their_rates() {
+        let mut agg = Aggregator::new(0);
         add(&mut agg, "t", "", timer(0.3, 1.0));
         add(&mut agg, "t", "", timer(12.5, 0.5));
         add(&mut agg, "t", "", timer(7.0, 1.0));
         add(&mut agg, "t", "", timer(12.5, 1.0));
         assert_eq!(agg.len(), 4);
-        assert_eq!(drain(&mut agg), ["t:0.3|ms:12.5|ms|@0.5:7|ms:12.5|ms"]);
+        // Unsampled values first, in order; then those a client sampled.
+        assert_eq!(drain(&mut agg), ["t:0.3|ms:7|ms:12.5|ms:12.5|ms|@0.5"]);
     }
 
     #[test]
     fn gauges_keep_the_last_value_plus_later_deltas() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         add(&mut agg, "abs", "", Value::Gauge(3.0));
         add(&mut agg, "abs", "", Value::GaugeDelta(100.0));
         add(&mut agg, "abs", "", Value::Gauge(10.0));
@@ -292,7 +323,7 @@ mod tests {
 
     #[test]
     fn negative_absolute_gauge_is_sent_as_zero_then_delta() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         add(&mut agg, "g", "", Value::Gauge(1.0));
         add(&mut agg, "g", "", Value::GaugeDelta(-6.0));
         let (rx, spy) = spy();
@@ -304,7 +335,7 @@ mod tests {
 
     #[test]
     fn tag_sets_are_kept_apart() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         add(&mut agg, "req", "route:root", count(1.0, 1.0));
         add(&mut agg, "req", "route:user", count(1.0, 1.0));
         add(&mut agg, "req", "route:root", count(1.0, 1.0));
@@ -338,7 +369,7 @@ mod tests {
     /// unsummed, so the daemon sees what it would have seen without aggregation.
     #[test]
     fn sums_that_would_overflow_are_sent_unsummed() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         add(&mut agg, "a", "", count(f64::MAX, 1.0));
         add(&mut agg, "a", "", count(f64::MAX, 1.0));
         add(&mut agg, "b", "", count(1e308, 0.001));
@@ -365,7 +396,7 @@ mod tests {
 
     #[test]
     fn drained_lines_parse_back() {
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         add(&mut agg, "c", "k:v", count(2.0, 0.1));
         add(&mut agg, "g", "k:v", Value::Gauge(-2.5));
         add(&mut agg, "s", "k:v", Value::Set("m"));

@@ -580,7 +580,7 @@ fn check_pipeline(lines: &[String], max: usize, drains: &[bool]) -> Result<(), S
         let (rx, sink) = spy();
         let stats = Arc::new(PacketStats::default());
         let mut writer = PacketWriter::new(Box::new(sink), max, stats.clone());
-        let mut agg = Aggregator::new();
+        let mut agg = Aggregator::new(0);
         for (i, line) in valid.iter().enumerate() {
             let _ = parse_each(line, &mut |m| {
                 if aggregate {
@@ -633,7 +633,7 @@ fn check_sink(
     let sink = AggregatingSink::builder(transport)
         .flush_interval(Duration::from_secs(3600))
         .max_packet_size(max)
-        .queue_capacity(1024)
+        .max_timer_samples(0)
         .max_buffered_values(max_values)
         .aggregate(aggregate)
         .dropped_metric("zz.dropped")

@@ -1,17 +1,20 @@
-//! Delivery: the layer and the handlers' client hand metrics to a bounded
-//! in-memory stage; one background thread aggregates them per flush window
-//! and writes packets of at most `max_packet_size` bytes to a transport.
+//! Delivery: what was recorded in a window becomes packets of at most
+//! `max_packet_size` bytes on a transport. Nothing here knows of HTTP: the
+//! layer's per-route statistics are a [`Source`] like any other.
 //!
 //! The data path, one concern per module:
 //!
-//! - `worker`: [`AggregatingSink`] — `send`/[`emit`](cadence::MetricSink::emit)
-//!   (one `try_send`, never blocks) → bounded channel → the `tower-statsd`
-//!   thread, which flushes on a timer, on [`AggregatingSink::flush`], when a
-//!   window grows too large, and when the last handle is dropped;
+//! - `handle`: [`AggregatingSink`], the cadence [`MetricSink`](cadence::MetricSink)
+//!   that handlers' metrics go through ([`emit`](cadence::MetricSink::emit)
+//!   parses the line and folds it into the window in place), and its builder;
+//! - `flusher`: the one `tower-statsd` thread; it sleeps until the window
+//!   ends (or a flush, an early drain or shutdown is asked for), drains every
+//!   source, and paces the packets over half a window;
 //! - `line`: parsing cadence's `name:value|type[|@rate][|#tags]` lines and
 //!   formatting lines the Etsy daemon reads back exactly;
-//! - `aggregate`: one flush window (counters summed, sets de-duplicated,
-//!   timer values packed as `key:v1|ms:v2|ms`, gauges folded);
+//! - `aggregate`: one window of handler metrics (counters summed, sets
+//!   de-duplicated, timers sampled, gauges folded);
+//! - `sample`: a timer's bounded sample with exact counts;
 //! - `packet`: `\n`-joined lines in packets of at most `max_packet_size`
 //!   bytes, a long multi-value line split under the same name;
 //! - `transport`: [`UdpSink`] (lazy, retried DNS) and [`TcpSink`] (lazy,
@@ -36,10 +39,10 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Customised: packets captured in a test, no aggregation:
+//! Customised: packets captured in a test, one value per line:
 //!
 //! ```
-//! use cadence::{Counted, SpyMetricSink, StatsdClient};
+//! use cadence::{Counted, SpyMetricSink, StatsdClient, Timed};
 //! use tower_statsd::sink::AggregatingSink;
 //!
 //! let (packets, spy) = SpyMetricSink::new();
@@ -47,24 +50,33 @@
 //! let statsd = StatsdClient::from_sink("app", sink.clone());
 //! statsd.count("jobs", 3).ok();
 //! statsd.count("jobs", 4).ok();
+//! statsd.time("db", 3).ok();
+//! statsd.time("db", 4).ok();
 //! assert!(sink.flush());
-//! assert_eq!(packets.try_recv().unwrap(), b"app.jobs:3|c\napp.jobs:4|c");
+//! let packet = String::from_utf8(packets.try_recv().unwrap()).unwrap();
+//! let mut lines: Vec<&str> = packet.lines().collect();
+//! lines.sort();
+//! assert_eq!(lines, ["app.db:3|ms", "app.db:4|ms", "app.jobs:7|c"]);
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
 mod aggregate;
+mod flusher;
 #[cfg(test)]
 mod fuzz;
+mod handle;
 mod line;
 mod packet;
-mod requests;
+mod sample;
 #[cfg(test)]
 mod testing;
 mod transport;
-mod worker;
 
+pub(crate) use flusher::Control;
+pub use handle::{AggregatingSink, AggregatingSinkBuilder};
+pub(crate) use packet::PacketWriter;
+pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
 pub use transport::{TcpSink, UdpSink};
-pub use worker::{AggregatingSink, AggregatingSinkBuilder};
 
 // Interface shared with the rest of the crate; the modules below implement it.
 
@@ -96,25 +108,15 @@ pub(crate) enum Value<'a> {
     Set(&'a str),
 }
 
-/// What travels from the request path to the worker thread.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// A finished request from the layer: folded into the per-route window on
-    /// the worker, or expanded line by line when aggregation is off.
-    Request(crate::record::RequestRecord),
-    /// A line a cadence client formatted: `name:value|type[|@rate][|#tags]`.
-    Line(String),
-    /// Flush everything buffered now, then acknowledge.
-    Flush(std::sync::mpsc::SyncSender<()>),
-}
+/// Something that records metrics in place and writes them when the
+/// flusher asks: the layer's per-route statistics.
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
+    /// Writes what was recorded since the last call to `out`, and starts a
+    /// new window.
+    fn drain(&self, out: &mut PacketWriter);
 
-#[cfg(test)]
-mod size {
-    /// The queue is allocated (and touched) up front: its slots must stay small.
-    #[test]
-    fn events_are_small() {
-        let size = std::mem::size_of::<super::Event>();
-        println!("Event: {size} bytes");
-        assert!(size <= 128, "Event grew to {size} bytes");
-    }
+    /// Whether something may still record into this source besides the
+    /// sink's own reference (a request in flight). A source nobody else
+    /// holds and that is not in use is drained one last time and dropped.
+    fn in_use(&self) -> bool;
 }

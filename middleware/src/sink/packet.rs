@@ -8,7 +8,7 @@
 //! nothing). A single field that is longer than the limit on its own is still
 //! sent, alone, and counted in [`PacketStats::oversized`].
 //!
-//! Finished packets wait in an outbox; the worker sends them paced over part
+//! Finished packets wait in an outbox; the flusher sends them paced over part
 //! of the window ([`PacketWriter::send_pending`]) rather than in one burst,
 //! because a burst of thousands of datagrams overflows the daemon's socket
 //! receive buffer while it is still parsing the first ones.
@@ -39,12 +39,14 @@ pub(crate) struct PacketStats {
 }
 
 /// Fills a buffer with `\n`-separated lines and hands each full packet to the
-/// transport. Runs on the worker thread only.
+/// transport. Runs on the flusher thread only.
 pub(crate) struct PacketWriter {
     buf: String,
     outbox: VecDeque<String>,
     scratch: String,
     max_packet_size: usize,
+    /// Whether values of one name share a line (`k:1|ms:2|ms`).
+    packed: bool,
     transport: Box<dyn MetricSink + Send>,
     stats: Arc<PacketStats>,
 }
@@ -71,9 +73,16 @@ impl PacketWriter {
             outbox: VecDeque::new(),
             scratch: String::new(),
             max_packet_size,
+            packed: true,
             transport,
             stats,
         }
+    }
+
+    /// Whether [`push_packed`](Self::push_packed) puts the values of one name
+    /// on one line (the default) or each on its own line.
+    pub(crate) fn pack(&mut self, packed: bool) {
+        self.packed = packed;
     }
 
     /// Appends one metric as its own line (two lines for a negative absolute
@@ -111,6 +120,12 @@ impl PacketWriter {
         tags: &str,
         values: impl IntoIterator<Item = Value<'v>>,
     ) {
+        if !self.packed {
+            for value in values {
+                self.push_metric(&Metric { name, tags, value });
+            }
+            return;
+        }
         let suffix = tags_len(tags);
         let mut field = std::mem::take(&mut self.scratch);
         // While a line is open, `buf.len() + suffix <= max_packet_size`.

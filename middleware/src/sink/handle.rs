@@ -1,56 +1,38 @@
-//! The bounded stage between the request path and the network, and the one
-//! background thread that empties it.
+//! [`AggregatingSink`]: the handle applications and the layer hold, and its
+//! builder.
 //!
-//! [`AggregatingSink`] is a cadence [`MetricSink`]: the layer's own metrics
-//! and a handler's `statsd.incr(...)` share the same delivery. Handing a
-//! metric over is one `try_send` on a bounded channel; when the channel is
-//! full the metric is dropped and counted, and the count is reported as a
-//! counter (`tower_statsd.dropped` by default) with the next flush.
-//!
-//! The worker thread (named `tower-statsd`) aggregates everything per flush
-//! window (see the aggregation rules in `aggregate.rs`: counters summed, sets
-//! de-duplicated, timer values packed), then writes packets of at most
-//! `max_packet_size` bytes to the transport. It flushes early when the window
-//! holds too many values, so memory stays bounded and nothing is dropped:
-//! the daemon sums, unions and appends within its own window anyway.
+//! It is a cadence [`MetricSink`]: a handler's `statsd.incr(...)` is parsed
+//! and folded into the current window where it is called, under one short
+//! lock, and leaves with the layer's own metrics. A window holding too many
+//! values asks the flusher to send it early, so memory stays bounded and
+//! nothing is dropped: the daemon sums, unions and appends within its own
+//! window anyway.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::{fmt, io, thread};
 
 use cadence::{MetricSink, SinkStats};
 
 use super::aggregate::Aggregator;
+use super::flusher::{Control, Core, Flusher};
 use super::line;
 use super::packet::{PacketStats, PacketWriter};
-use super::requests::RequestWindow;
-use super::{Event, Metric, Value};
-
-/// How often the worker drains the queue. With the default capacity of
-/// 8 192 events, that absorbs 800 000 requests per second.
-const TICK: Duration = Duration::from_millis(10);
-
-/// How often the worker drains the queue while events keep coming.
-const BUSY_TICK: Duration = Duration::from_millis(1);
-
-/// Packets sent per tick at least, however small the window's outbox: a
-/// quiet application's metrics leave within one tick of the window's end.
-const MIN_PACKETS_PER_TICK: usize = 4;
-
-/// Past this many waiting packets, early drains of a huge window send their
-/// excess at once instead of letting the outbox grow.
-const MAX_PENDING_PACKETS: usize = 1_024;
+use super::sample::MIN_CAP;
+use super::Source;
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
-/// the worker.
+/// the flusher.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A cadence [`MetricSink`] that never blocks: metrics go to a bounded queue,
-/// a background thread aggregates them per flush window and sends packets to
-/// a transport ([`UdpSink`](super::UdpSink), [`TcpSink`](super::TcpSink) or
-/// any other [`MetricSink`]).
+/// A window of handler metrics this many times over `max_buffered_values`
+/// (the flusher far behind) drops further lines, and counts them.
+const HARD_LIMIT_FACTOR: usize = 64;
+
+/// A cadence [`MetricSink`] that never blocks on the network: metrics are
+/// aggregated in memory per flush window, and one background thread sends
+/// them as packets to a transport ([`UdpSink`](super::UdpSink),
+/// [`TcpSink`](super::TcpSink) or any other [`MetricSink`]).
 ///
 /// Cloning is cheap and every clone feeds the same thread. When the last
 /// clone is dropped the thread sends what it holds and exits; the drop waits
@@ -61,7 +43,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Examples
 ///
 /// The defaults: a 1 second window, 512 byte packets (pystatsd's
-/// `STATSD_MAXUDPSIZE`), up to 8 192 queued events.
+/// `STATSD_MAXUDPSIZE`), at most 1 024 values per timer and window.
 ///
 /// ```
 /// use cadence::{CountedExt, StatsdClient};
@@ -75,7 +57,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 ///
 /// Customised: a 10 second window (statsd's own default flush interval),
-/// jumbo packets over a private network, and no aggregation.
+/// jumbo packets over a private network, every timer value kept, and one
+/// value per line.
 ///
 /// ```
 /// use std::time::Duration;
@@ -84,7 +67,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// let sink = AggregatingSink::builder(TcpSink::new("statsd", 8125))
 ///     .flush_interval(Duration::from_secs(10))
 ///     .max_packet_size(8_192)
-///     .queue_capacity(16_384)
+///     .max_timer_samples(0)
 ///     .aggregate(false)
 ///     .dropped_metric("myapp.tower_statsd.dropped")
 ///     .build()?;
@@ -98,19 +81,11 @@ pub struct AggregatingSink {
 
 /// Owned by all clones; its drop is the last clone going away.
 struct Handle {
-    events: SyncSender<Event>,
-    shared: Arc<Shared>,
-    /// Signalled by the worker when it has sent everything and exits.
-    exited: Mutex<Receiver<()>>,
-    /// Woken for flushes and shutdown; senders never wake it (see `Worker::run`).
-    worker: thread::Thread,
-}
-
-/// Counters readable from any clone.
-#[derive(Debug, Default)]
-struct Shared {
-    dropped: AtomicU64,
+    core: Arc<Core>,
     packets: Arc<PacketStats>,
+    max_buffered_values: usize,
+    timer_cap: usize,
+    flusher: thread::Thread,
 }
 
 impl fmt::Debug for AggregatingSink {
@@ -131,76 +106,86 @@ impl AggregatingSink {
             transport: Box::new(transport),
             flush_interval: crate::DEFAULT_FLUSH_INTERVAL,
             max_packet_size: crate::DEFAULT_MAX_UDP_SIZE,
-            queue_capacity: crate::DEFAULT_QUEUE_CAPACITY,
             max_buffered_values: 4_096,
+            max_timer_samples: crate::DEFAULT_MAX_TIMER_SAMPLES,
             aggregate: true,
             dropped_metric: "tower_statsd.dropped".to_owned(),
         }
     }
 
-    /// Hands `event` to the worker without blocking. `false` (and counted as
-    /// dropped) when the queue is full or the worker is gone.
-    pub(crate) fn send(&self, event: Event) -> bool {
-        match self.handle.events.try_send(event) {
-            Ok(()) => true,
-            Err(_) => {
-                self.handle.shared.dropped.fetch_add(1, Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Sends everything queued and aggregated so far, and waits until the
-    /// transport has been given every packet. Blocks for up to 5 seconds;
-    /// `false` if the worker did not finish in time (or is gone).
+    /// Sends everything aggregated so far, and waits until the transport has
+    /// been given every packet. Blocks for up to 5 seconds; `false` if the
+    /// flusher did not finish in time (or is gone).
     pub fn flush(&self) -> bool {
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
-        let (ack, acked) = mpsc::sync_channel(1);
-        let mut event = Event::Flush(ack);
-        loop {
-            match self.handle.events.try_send(event) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    event = back;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
-        }
-        self.handle.worker.unpark();
-        let left = deadline.saturating_duration_since(Instant::now());
-        acked.recv_timeout(left).is_ok()
+        self.handle.core.control.flush(FLUSH_TIMEOUT)
     }
 
-    /// Events dropped since the start: the queue was full, or a line from a
-    /// cadence client was invalid.
+    /// Metrics dropped since the start: a cadence client's line was
+    /// invalid, or a window was far over its size while the flusher lagged.
     pub fn dropped(&self) -> u64 {
-        self.handle.shared.dropped.load(Relaxed)
+        self.handle.core.control.dropped()
     }
 
     /// Packets the transport returned an error for, since the start.
     pub fn failed_packets(&self) -> u64 {
-        self.handle.shared.packets.packets_failed.load(Relaxed)
+        self.handle
+            .packets
+            .packets_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds a source the flusher drains every window.
+    pub(crate) fn register(&self, source: Arc<dyn Source>) {
+        self.handle
+            .core
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(source);
+    }
+
+    /// What a source needs to ask for an early drain and count drops.
+    pub(crate) fn control(&self) -> &Arc<Control> {
+        &self.handle.core.control
+    }
+
+    /// Values kept per timer and window before sampling; 0 = no cap.
+    pub(crate) fn timer_cap(&self) -> usize {
+        self.handle.timer_cap
     }
 }
 
 impl MetricSink for AggregatingSink {
-    /// Queues a line a cadence client formatted. Never blocks; when the queue
-    /// is full the line is dropped, counted, and a `WouldBlock` error returned.
+    /// Folds a line a cadence client formatted into the current window.
+    /// Never blocks on I/O. An invalid line is dropped, counted, and an
+    /// `InvalidInput` error returned.
     fn emit(&self, metric: &str) -> io::Result<usize> {
-        match self.handle.events.try_send(Event::Line(metric.to_owned())) {
+        let handle = &*self.handle;
+        let mut lines = handle.core.lines();
+        let held = lines.len();
+        if held >= handle.max_buffered_values * HARD_LIMIT_FACTOR {
+            drop(lines);
+            handle.core.control.count_dropped(1);
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "tower-statsd window is full and the flusher is behind; metric dropped",
+            ));
+        }
+        let parsed = line::parse_each(metric, &mut |m| lines.add(m));
+        let full = lines.len() >= handle.max_buffered_values && held < handle.max_buffered_values;
+        drop(lines);
+        if full {
+            handle.core.control.drain_early();
+        }
+        match parsed {
             Ok(()) => Ok(metric.len()),
             Err(error) => {
-                self.handle.shared.dropped.fetch_add(1, Relaxed);
-                Err(match error {
-                    TrySendError::Full(_) => io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "tower-statsd queue is full; metric dropped (raise queue_capacity?)",
-                    ),
-                    TrySendError::Disconnected(_) => {
-                        io::Error::other("tower-statsd worker thread is gone; metric dropped")
-                    }
-                })
+                handle.core.control.count_dropped(1);
+                tracing::debug!(%error, line = %metric, "invalid statsd line dropped");
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    error.to_string(),
+                ))
             }
         }
     }
@@ -212,16 +197,17 @@ impl MetricSink for AggregatingSink {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "tower-statsd worker did not flush within 5 seconds",
+                "tower-statsd flusher did not flush within 5 seconds",
             ))
         }
     }
 
     /// Packets and bytes handed to the transport; "dropped" counts packets the
-    /// transport failed to send, not metrics dropped at the queue (see
+    /// transport failed to send, not metrics dropped before (see
     /// [`AggregatingSink::dropped`]).
     fn stats(&self) -> SinkStats {
-        let packets = &self.handle.shared.packets;
+        use std::sync::atomic::Ordering::Relaxed;
+        let packets = &self.handle.packets;
         SinkStats {
             bytes_sent: packets.bytes_sent.load(Relaxed),
             packets_sent: packets.packets_sent.load(Relaxed),
@@ -233,20 +219,15 @@ impl MetricSink for AggregatingSink {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Closing the channel (the sender is dropped right after this) is
-        // what tells the worker to send everything and exit; wait for it so
-        // metrics recorded just before shutdown are not lost.
-        let (closed, _) = mpsc::sync_channel(0);
-        drop(std::mem::replace(&mut self.events, closed));
-        self.worker.unpark();
-        if thread::current().id() == self.worker.id() {
-            return; // dropped by the transport on the worker itself: it cannot wait for itself
+        // Metrics recorded just before shutdown must not be lost: the flusher
+        // sends everything, then exits; wait for it.
+        if thread::current().id() == self.flusher.id() {
+            // Dropped by the transport on the flusher itself: it cannot wait
+            // for itself.
+            self.core.control.close_now();
+            return;
         }
-        let exited = self
-            .exited
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _ = exited.recv_timeout(FLUSH_TIMEOUT);
+        self.core.control.close(FLUSH_TIMEOUT);
     }
 }
 
@@ -255,8 +236,8 @@ pub struct AggregatingSinkBuilder {
     transport: Box<dyn MetricSink + Send>,
     flush_interval: Duration,
     max_packet_size: usize,
-    queue_capacity: usize,
     max_buffered_values: usize,
+    max_timer_samples: usize,
     aggregate: bool,
     dropped_metric: String,
 }
@@ -266,8 +247,8 @@ impl fmt::Debug for AggregatingSinkBuilder {
         f.debug_struct("AggregatingSinkBuilder")
             .field("flush_interval", &self.flush_interval)
             .field("max_packet_size", &self.max_packet_size)
-            .field("queue_capacity", &self.queue_capacity)
             .field("max_buffered_values", &self.max_buffered_values)
+            .field("max_timer_samples", &self.max_timer_samples)
             .field("aggregate", &self.aggregate)
             .field("dropped_metric", &self.dropped_metric)
             .finish_non_exhaustive()
@@ -290,229 +271,73 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// How many events may wait for the worker (default 8 192). Beyond that
-    /// they are dropped and counted. The queue's slots are allocated up front.
-    pub fn queue_capacity(mut self, events: usize) -> Self {
-        self.queue_capacity = events.max(1);
-        self
-    }
-
-    /// How many values a window may hold before it is sent early (default
-    /// 4 096): timer values, distinct set members, counter and gauge keys.
+    /// How many handler values a window may hold before it is sent early
+    /// (default 4 096): distinct set members, counter and gauge keys,
+    /// timer values.
     pub fn max_buffered_values(mut self, values: usize) -> Self {
         self.max_buffered_values = values.max(1);
         self
     }
 
-    /// Whether to aggregate per window (default `true`). With `false` every
-    /// metric is its own line (no summing, no multi-value lines), still
-    /// packed many lines per packet.
+    /// Values kept per timer and window (default 1 024; 0 keeps every
+    /// value). Beyond it a uniform sample is sent with sample rates that keep
+    /// the daemon's `count` exact, and the window's minimum and maximum are
+    /// always in it. Values below 64 count as 64.
+    pub fn max_timer_samples(mut self, values: usize) -> Self {
+        self.max_timer_samples = if values == 0 { 0 } else { values.max(MIN_CAP) };
+        self
+    }
+
+    /// Whether values of one name share a line (default `true`, statsd's
+    /// `key:1|ms:2|ms`). With `false` every value is its own line, for
+    /// servers that read no multi-value lines; counters are still summed and
+    /// set members de-duplicated per window.
     pub fn aggregate(mut self, aggregate: bool) -> Self {
         self.aggregate = aggregate;
         self
     }
 
-    /// Full name, prefix included, of the counter reporting dropped events
+    /// Full name, prefix included, of the counter reporting dropped metrics
     /// (default `tower_statsd.dropped`).
     pub fn dropped_metric(mut self, name: impl Into<String>) -> Self {
         self.dropped_metric = name.into();
         self
     }
 
-    /// Starts the worker thread (`tower-statsd`). Fails only if the thread
+    /// Starts the flusher thread (`tower-statsd`). Fails only if the thread
     /// cannot be spawned.
     pub fn build(self) -> io::Result<AggregatingSink> {
-        let (events, queue) = mpsc::sync_channel(self.queue_capacity);
-        let (exit_tx, exited) = mpsc::sync_channel(1);
-        let shared = Arc::new(Shared::default());
-        let worker = Worker {
-            queue,
-            writer: PacketWriter::new(self.transport, self.max_packet_size, shared.packets.clone()),
-            aggregator: self.aggregate.then(Aggregator::new),
-            requests: RequestWindow::default(),
-            max_buffered_values: self.max_buffered_values,
+        let packets = Arc::new(PacketStats::default());
+        let core = Arc::new(Core {
+            control: Arc::default(),
+            lines: Mutex::new(Aggregator::new(self.max_timer_samples)),
+            sources: Mutex::default(),
+        });
+        let mut writer = PacketWriter::new(self.transport, self.max_packet_size, packets.clone());
+        writer.pack(self.aggregate);
+        let flusher = Flusher {
+            core: core.clone(),
+            writer,
+            spare: Aggregator::new(self.max_timer_samples),
             flush_interval: self.flush_interval,
             dropped_metric: self.dropped_metric,
             reported_dropped: 0,
-            pace_rate: 0.0,
-            last_send: Instant::now(),
-            shared: shared.clone(),
+            burst: 0,
+            step: Duration::ZERO,
+            next_send: Instant::now(),
         };
         let thread = thread::Builder::new()
             .name("tower-statsd".to_owned())
-            .spawn(move || {
-                lower_priority();
-                worker.run();
-                let _ = exit_tx.send(());
-            })?;
+            .spawn(move || flusher.run())?;
         Ok(AggregatingSink {
             handle: Arc::new(Handle {
-                events,
-                shared,
-                exited: Mutex::new(exited),
-                worker: thread.thread().clone(),
+                core,
+                packets,
+                max_buffered_values: self.max_buffered_values,
+                timer_cap: self.max_timer_samples,
+                flusher: thread.thread().clone(),
             }),
         })
-    }
-}
-
-/// The worker's nice value: under CPU contention (a saturated server on as
-/// many cores as it has threads), request threads get about nine tenths of
-/// the CPU and the worker the rest, which is several times what it needs.
-#[cfg(target_os = "linux")]
-const WORKER_NICE: i32 = 10;
-
-/// Makes the worker yield to request threads when they compete for a core.
-/// Linux applies a nice value to the calling thread alone.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = rustix::process::setpriority_process(None, WORKER_NICE) {
-        tracing::debug!(%error, "could not lower the tower-statsd thread's priority");
-    }
-}
-
-struct Worker {
-    queue: Receiver<Event>,
-    writer: PacketWriter,
-    /// `None` when aggregation is off.
-    aggregator: Option<Aggregator>,
-    /// The layer's requests, aggregated per route (when aggregation is on).
-    requests: RequestWindow,
-    max_buffered_values: usize,
-    flush_interval: Duration,
-    dropped_metric: String,
-    reported_dropped: u64,
-    /// Packets per second while the outbox empties (see [`Worker::pace`]).
-    pace_rate: f64,
-    /// When packets were last sent.
-    last_send: Instant,
-    shared: Arc<Shared>,
-}
-
-impl Worker {
-    /// Drains the queue every [`TICK`] (or when woken for a flush or
-    /// shutdown) instead of blocking on it: a blocked receiver would make
-    /// every `send` on the request path pay for waking this thread.
-    fn run(mut self) {
-        let mut deadline = Instant::now() + self.flush_interval;
-        loop {
-            let mut busy = false;
-            loop {
-                match self.queue.try_recv() {
-                    Ok(event) => {
-                        busy = true;
-                        self.handle(event);
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        self.flush();
-                        return;
-                    }
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                self.close_window();
-                deadline = now + self.flush_interval;
-            }
-            let since = now.saturating_duration_since(self.last_send).as_secs_f64();
-            self.last_send = now;
-            let budget = (self.pace_rate * since).ceil() as usize;
-            self.writer.send_pending(budget.max(MIN_PACKETS_PER_TICK));
-            // Busy: wake often, so each wake is short and a request thread
-            // sharing the core never waits long. Idle: wake rarely.
-            let tick = if busy { BUSY_TICK } else { TICK };
-            thread::park_timeout(tick.min(deadline.saturating_duration_since(now)));
-        }
-    }
-
-    fn handle(&mut self, event: Event) {
-        let Worker {
-            writer,
-            aggregator,
-            requests,
-            ..
-        } = self;
-        let aggregating = aggregator.is_some();
-        let mut add = |metric: Metric<'_>| match aggregator {
-            Some(aggregator) => aggregator.add(metric),
-            None => writer.push_metric(&metric),
-        };
-        match event {
-            Event::Request(record) if aggregating => requests.add(record),
-            Event::Request(record) => {
-                // Aggregation off: a window of one request, written at once.
-                let mut one = RequestWindow::default();
-                one.add(record);
-                one.drain(writer);
-            }
-            Event::Line(text) => {
-                if let Err(error) = line::parse_each(&text, &mut add) {
-                    self.shared.dropped.fetch_add(1, Relaxed);
-                    tracing::debug!(%error, line = %text, "invalid statsd line dropped");
-                }
-            }
-            Event::Flush(ack) => {
-                self.flush();
-                let _ = ack.try_send(());
-            }
-        }
-        if self.aggregator.as_ref().is_some_and(|aggregator| {
-            aggregator.len() + self.requests.len() >= self.max_buffered_values
-        }) {
-            self.drain();
-            self.pace();
-        }
-        let pending = self.writer.pending();
-        if pending > MAX_PENDING_PACKETS {
-            self.writer.send_pending(pending - MAX_PENDING_PACKETS);
-        }
-    }
-
-    /// Writes the window into packets, without sending the last short one.
-    fn drain(&mut self) {
-        if let Some(aggregator) = &mut self.aggregator {
-            self.requests.drain(&mut self.writer);
-            aggregator.drain(&mut self.writer);
-        }
-    }
-
-    /// Ends the window on the timer: its packets go out paced over half a
-    /// window, so that thousands of them do not reach the daemon in one burst.
-    fn close_window(&mut self) {
-        self.write_window();
-        self.writer.seal();
-        self.pace();
-    }
-
-    /// Spreads the waiting packets over half a window from now.
-    fn pace(&mut self) {
-        let half_window = self.flush_interval.as_secs_f64() / 2.0;
-        self.pace_rate = self.writer.pending() as f64 / half_window;
-    }
-
-    /// Sends everything now: on [`AggregatingSink::flush`] and at shutdown.
-    fn flush(&mut self) {
-        self.write_window();
-        self.writer.flush();
-    }
-
-    /// Writes the window and the dropped count since the last report.
-    fn write_window(&mut self) {
-        self.drain();
-        let dropped = self.shared.dropped.load(Relaxed);
-        let new = dropped - self.reported_dropped;
-        if new > 0 {
-            self.reported_dropped = dropped;
-            self.writer.push_metric(&Metric {
-                name: &self.dropped_metric,
-                tags: "",
-                value: Value::Count {
-                    value: new as f64,
-                    rate: 1.0,
-                },
-            });
-        }
     }
 }
 
@@ -520,6 +345,7 @@ impl Worker {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::UdpSocket;
+    use std::sync::mpsc;
 
     use cadence::prelude::*;
     use cadence::StatsdClient;
@@ -690,50 +516,32 @@ mod tests {
     }
 
     #[test]
-    fn without_aggregation_every_metric_is_its_own_line() {
+    fn without_packing_every_value_is_its_own_line() {
         let (rx, sink) = spy_sink(|b| b.aggregate(false));
         let statsd = StatsdClient::from_sink("p", sink.clone());
         workload(&statsd);
         assert!(sink.flush());
         let packets = received(&rx);
+        for line in lines(&packets) {
+            let (_, fields) = line.split_once(':').unwrap();
+            let fields = fields.split_once("|#").map_or(fields, |(f, _)| f);
+            assert!(!fields.contains(':'), "one value a line: {line}");
+        }
         let mut got = daemon(&packets);
-        assert_eq!(got.lines, 50 * 9 + 1 + 3 + 1 + 1);
+        // Counters summed and members de-duplicated; one line per timer value.
+        // 6 counters, 104 timer values, 7 members, 1 gauge.
+        assert_eq!(got.lines, 6 + 104 + 7 + 1);
         assert!(packets.len() < got.lines / 5, "still many lines per packet");
         got.lines = 0;
         assert_eq!(got, expected());
         assert!(packets.iter().all(|p| p.len() <= 512));
     }
 
-    fn request(micros: u64) -> Event {
-        use crate::naming::{Naming, NamingMode};
-        let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
-        Event::Request(crate::record::RequestRecord {
-            route: naming.route(Some("/")),
-            method: "GET",
-            status: Some(http::StatusCode::OK),
-            elapsed: Duration::from_micros(micros),
-            user: None,
-        })
-    }
-
     #[test]
-    fn request_records_are_expanded_on_the_worker() {
-        let (rx, sink) = spy_sink(|b| b);
-        assert!(sink.send(request(1_500)));
-        assert!(sink.send(request(300)));
-        assert!(sink.flush());
-        let got = daemon(&received(&rx));
-        assert_eq!(got.counters["p.root.called"], 2.0);
-        assert_eq!(got.counters["p.root.status.200"], 2.0);
-        let mut timers = got.timers["p.root"].clone();
-        timers.sort();
-        assert_eq!(timers, ["0.3", "1.5"]);
-    }
-
-    #[test]
-    fn a_full_queue_drops_counts_and_reports() {
-        // A transport that blocks the worker until released, so the queue fills.
-        struct Gate(Mutex<Receiver<()>>, cadence::SpyMetricSink);
+    fn a_window_far_over_its_size_drops_counts_and_reports() {
+        // A transport that blocks the flusher until released, so the window
+        // cannot be sent.
+        struct Gate(Mutex<mpsc::Receiver<()>>, cadence::SpyMetricSink);
         impl MetricSink for Gate {
             fn emit(&self, packet: &str) -> io::Result<usize> {
                 let _ = self.0.lock().unwrap().recv();
@@ -743,31 +551,34 @@ mod tests {
         let (release, gate) = mpsc::channel();
         let (rx, spy) = spy();
         let sink = AggregatingSink::builder(Gate(Mutex::new(gate), spy))
-            .queue_capacity(1)
             .flush_interval(Duration::from_secs(3600))
-            .aggregate(false)
+            .max_buffered_values(1)
             .max_packet_size(1)
             .build()
             .unwrap();
-        // The worker takes this line and blocks sending it.
+        // The flusher drains this window early and blocks sending it.
         sink.emit("first:1|c").unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while sink.emit("queued:1|c").is_err() {
-            assert!(Instant::now() < deadline);
-            thread::sleep(Duration::from_millis(1));
+        while !sink.handle.core.lines().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the flusher took the first window"
+            );
+            thread::yield_now();
         }
-        let before = sink.dropped();
+        for i in 0..HARD_LIMIT_FACTOR {
+            sink.emit(&format!("held{i}:1|c")).unwrap();
+        }
         let error = sink.emit("lost:1|c").unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
-        assert!(!sink.send(request(1_000)));
-        assert_eq!(sink.dropped(), before + 2);
-        // Release the worker for good and flush.
+        assert_eq!(sink.dropped(), 1);
+        // Release the flusher for good and flush.
         drop(release);
         assert!(sink.flush());
         let packets = received(&rx);
-        assert_eq!(&packets[..2], ["first:1|c", "queued:1|c"]);
-        let want = format!("tower_statsd.dropped:{}|c", sink.dropped());
-        assert!(packets.contains(&want), "{packets:?}");
+        assert_eq!(packets[0], "first:1|c");
+        assert_eq!(packets.len(), 1 + HARD_LIMIT_FACTOR + 1, "{packets:?}");
+        assert!(packets.contains(&"tower_statsd.dropped:1|c".to_owned()));
         assert!(!packets.iter().any(|p| p.starts_with("lost")));
         // Reported once: the next flush carries no new report.
         assert!(sink.flush());
@@ -777,9 +588,9 @@ mod tests {
     #[test]
     fn invalid_lines_are_counted_as_dropped() {
         let (rx, sink) = spy_sink(|b| b.dropped_metric("p.tower_statsd.dropped"));
-        sink.emit("bad line").unwrap();
+        assert!(sink.emit("bad line").is_err());
         sink.emit("ok:1|c").unwrap();
-        sink.emit("nan:NaN|ms").unwrap();
+        assert!(sink.emit("nan:NaN|ms").is_err());
         assert!(sink.flush());
         assert_eq!(sink.dropped(), 2);
         let mut lines = lines(&received(&rx));
@@ -825,7 +636,7 @@ mod tests {
         drop(sink);
         clone.emit("a:1|c").unwrap();
         drop(clone);
-        // The worker has exited: the spy's sender is gone.
+        // The flusher has exited: the spy's sender is gone.
         assert_eq!(rx.until_closed(), ["a:2|c"]);
     }
 

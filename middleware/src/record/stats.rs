@@ -1,0 +1,300 @@
+//! One route's statistics for the current window, written in place by the
+//! route's own requests.
+//!
+//! A request touches only its route's [`RouteStats`], and in it only the
+//! shard of the thread it finishes on: one uncontended lock, a counter
+//! bump in a short list, a timer value into a bounded sample and, with a
+//! user key, one set insert. No channel, no event, no allocation once the
+//! window's buffers have grown (the flusher swaps a cleared spare in, so
+//! their capacity is reused). Names are written only when the flusher
+//! drains the window.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use http::StatusCode;
+use rustc_hash::FxBuildHasher;
+
+use crate::naming::{NamingMode, RouteNames};
+use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
+use crate::user::UserToken;
+
+/// Distinct users a shard's window holds before it asks the flusher to
+/// send it early; memory stays bounded and no member is dropped.
+const EARLY_FLUSH_MEMBERS: usize = 4_096;
+
+/// Past this many members (the flusher far behind), further new members
+/// of the window are dropped and counted rather than held.
+const MAX_MEMBERS: usize = 64 * EARLY_FLUSH_MEMBERS;
+
+/// Shards per route: one per core (a power of two, at most 16). A thread
+/// keeps its shard for life, so tokio's workers, one per core, seldom share
+/// a lock or a cache line.
+static SHARDS: LazyLock<usize> = LazyLock::new(|| {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .next_power_of_two()
+        .min(16)
+});
+
+fn shard_of_this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed);
+    }
+    SHARD.with(|shard| *shard)
+}
+
+/// What one request reports, by the time its response body has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub(crate) method: &'static str,
+    /// `None` when the inner service failed, or the future was dropped,
+    /// before a response existed.
+    pub(crate) status: Option<StatusCode>,
+}
+
+impl Key {
+    /// The one timer series of a route in hierarchical mode.
+    const ROUTE: Key = Key {
+        method: "",
+        status: None,
+    };
+}
+
+/// One route's window in one shard.
+#[derive(Debug, Default)]
+struct Window {
+    /// Requests per (method, status): a handful per route.
+    counts: Vec<(Key, u64)>,
+    /// One timer series per route (hierarchical) or per (method, status)
+    /// (tagged). Emptied, not removed, by a drain: their buffers are reused.
+    timers: Vec<(Key, TimerSample)>,
+    members: HashSet<UserToken, FxBuildHasher>,
+    /// Members refused because the window was far over its size.
+    refused: u64,
+}
+
+impl Window {
+    fn count(&mut self, key: Key) {
+        match self.counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((key, 1)),
+        }
+    }
+
+    fn timer(&mut self, key: Key) -> &mut TimerSample {
+        let at = match self.timers.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                self.timers.push((key, TimerSample::default()));
+                self.timers.len() - 1
+            }
+        };
+        &mut self.timers[at].1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.members.is_empty() && self.refused == 0
+    }
+}
+
+/// The current window of one route, and the names it is written under.
+#[derive(Debug)]
+pub(crate) struct RouteStats {
+    names: RouteNames,
+    shards: Box<[CachePadded<Mutex<Window>>]>,
+    /// The flusher's swap buffer: a cleared window whose buffers have grown.
+    spare: Mutex<Window>,
+    timer_cap: usize,
+    control: std::sync::Arc<Control>,
+}
+
+impl RouteStats {
+    pub(crate) fn new(
+        names: RouteNames,
+        timer_cap: usize,
+        control: std::sync::Arc<Control>,
+    ) -> Self {
+        RouteStats {
+            names,
+            shards: (0..*SHARDS).map(|_| CachePadded::default()).collect(),
+            spare: Mutex::default(),
+            timer_cap,
+            control,
+        }
+    }
+
+    /// Folds one finished request into the window.
+    pub(crate) fn record(&self, key: Key, elapsed: Duration, user: Option<UserToken>) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let series = match self.names.mode {
+            NamingMode::Hierarchical => Key::ROUTE,
+            NamingMode::Tagged => key,
+        };
+        // A rejected request (`/user?id=abc` → 400) is not a user visit.
+        let member = user.filter(|_| {
+            self.names.user_set.is_some() && key.status.is_some_and(|s| s.as_u16() < 400)
+        });
+        let shard = &self.shards[shard_of_this_thread() & (self.shards.len() - 1)];
+        let mut window = lock(shard);
+        window.count(key);
+        window.timer(series).add(ms, self.timer_cap);
+        if let Some(member) = member {
+            let held = window.members.len();
+            if held < MAX_MEMBERS {
+                if window.members.insert(member) && held + 1 == EARLY_FLUSH_MEMBERS {
+                    drop(window);
+                    self.control.drain_early();
+                }
+            } else if !window.members.contains(&member) {
+                window.refused += 1;
+            }
+        }
+    }
+
+    /// Writes the window to `out` and starts a new one.
+    pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
+        merged.clear();
+        let mut spare = lock(&self.spare);
+        for shard in self.shards.iter() {
+            std::mem::swap(&mut *lock(shard), &mut *spare);
+            if spare.is_empty() {
+                continue;
+            }
+            merged.add(&mut spare);
+        }
+        drop(spare);
+        if merged.counts.is_empty() && merged.members.is_empty() {
+            return;
+        }
+        match self.names.mode {
+            NamingMode::Hierarchical => self.write_hierarchical(out, merged),
+            NamingMode::Tagged => self.write_tagged(out, merged),
+        }
+        if let Some(set) = &self.names.user_set {
+            out.push_packed(
+                set,
+                "",
+                merged.members.iter().map(|m| Value::Set(m.as_str())),
+            );
+        }
+        if merged.refused > 0 {
+            self.control.count_dropped(merged.refused);
+        }
+    }
+
+    fn write_hierarchical(&self, out: &mut PacketWriter, merged: &Merged) {
+        let names = &self.names;
+        let called: u64 = merged.counts.iter().map(|(_, n)| n).sum();
+        out.push_metric(&Metric {
+            name: &names.called,
+            tags: "",
+            value: count(called),
+        });
+        let mut statuses: Vec<(StatusCode, u64)> = Vec::new();
+        for &(key, n) in &merged.counts {
+            let Some(status) = key.status else { continue };
+            match statuses.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, total)) => *total += n,
+                None => statuses.push((status, n)),
+            }
+        }
+        let mut name = String::new();
+        for (status, n) in statuses {
+            name.clear();
+            name.push_str(&names.status_prefix);
+            name.push_str(status.as_str());
+            out.push_metric(&Metric {
+                name: &name,
+                tags: "",
+                value: count(n),
+            });
+        }
+        for (_, values) in &merged.timers {
+            out.push_packed(&names.timer, "", values.iter().copied());
+        }
+    }
+
+    fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged) {
+        let names = &self.names;
+        let mut tags = String::new();
+        for &(key, n) in &merged.counts {
+            tags.clear();
+            tags.push_str("route:");
+            tags.push_str(&names.route);
+            tags.push_str(",method:");
+            tags.push_str(key.method);
+            tags.push_str(",status:");
+            tags.push_str(key.status.as_ref().map_or("error", StatusCode::as_str));
+            out.push_metric(&Metric {
+                name: &names.called,
+                tags: &tags,
+                value: count(n),
+            });
+            if let Some((_, values)) = merged.timers.iter().find(|(k, _)| *k == key) {
+                out.push_packed(&names.timer, &tags, values.iter().copied());
+            }
+        }
+    }
+}
+
+/// One route's window read from all its shards; the flusher's scratch.
+#[derive(Debug, Default)]
+pub(crate) struct Merged {
+    counts: Vec<(Key, u64)>,
+    timers: Vec<(Key, Vec<Value<'static>>)>,
+    members: HashSet<UserToken, FxBuildHasher>,
+    refused: u64,
+}
+
+impl Merged {
+    fn clear(&mut self) {
+        self.counts.clear();
+        self.timers.clear();
+        self.members.clear();
+        self.refused = 0;
+    }
+
+    /// Moves a shard's window in, leaving it cleared for reuse.
+    fn add(&mut self, window: &mut Window) {
+        for (key, n) in window.counts.drain(..) {
+            match self.counts.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, total)) => *total += n,
+                None => self.counts.push((key, n)),
+            }
+        }
+        for (key, sample) in &mut window.timers {
+            if sample.seen() == 0 {
+                continue;
+            }
+            let at = match self.timers.iter().position(|(k, _)| k == key) {
+                Some(at) => at,
+                None => {
+                    self.timers.push((*key, Vec::new()));
+                    self.timers.len() - 1
+                }
+            };
+            // Each value keeps the rate of its own shard's sample.
+            self.timers[at].1.extend(sample.drain());
+        }
+        self.members.extend(window.members.drain());
+        self.refused += std::mem::take(&mut window.refused);
+    }
+}
+
+fn count(value: u64) -> Value<'static> {
+    Value::Count {
+        value: value as f64,
+        rate: 1.0,
+    }
+}
+
+/// A poisoned lock only means a thread panicked while holding it; every
+/// update leaves the window consistent, so the data is still good.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,287 @@
+//! The one background thread (`tower-statsd`): it sleeps until the window
+//! ends, or until a flush, an early drain or shutdown is asked for; then it
+//! drains every source into packets and sends them, paced over half a
+//! window. It never polls: with nothing to send it wakes once per window.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::aggregate::Aggregator;
+use super::packet::PacketWriter;
+use super::{Metric, Source, Value};
+
+/// At most this many packets leave at once; more are spread over half a
+/// window, because a burst of thousands of datagrams overflows the daemon's
+/// socket receive buffer while it is still parsing the first ones.
+const BURST: usize = 32;
+
+/// Past this many waiting packets, early drains of a huge window send their
+/// excess at once instead of letting the outbox grow.
+const MAX_PENDING_PACKETS: usize = 1_024;
+
+/// How the handles, the sources and the flusher thread talk: requests to
+/// the thread, and the count of metrics dropped anywhere.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    state: Mutex<State>,
+    changed: Condvar,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    flushes_asked: u64,
+    flushes_done: u64,
+    early: bool,
+    closing: bool,
+    exited: bool,
+}
+
+/// Why the flusher woke.
+enum Wake {
+    Close,
+    Flush(u64),
+    Early,
+    Time,
+}
+
+impl Control {
+    /// A window is full: asks the flusher to drain every source now. Never
+    /// blocks for longer than a lock the flusher holds only to read a flag.
+    pub(crate) fn drain_early(&self) {
+        self.lock().early = true;
+        self.changed.notify_all();
+    }
+
+    /// Counts metrics dropped; reported with the next window.
+    pub(crate) fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+    }
+
+    /// Metrics dropped since the start.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Asks for everything to be sent now and waits until it is, up to
+    /// `timeout`. `false` on timeout or when the flusher is gone.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        if state.exited {
+            return false;
+        }
+        state.flushes_asked += 1;
+        let ticket = state.flushes_asked;
+        self.changed.notify_all();
+        while state.flushes_done < ticket && !state.exited {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.wait(state, left);
+        }
+        state.flushes_done >= ticket
+    }
+
+    /// Tells the flusher to send everything and exit; waits for it up to
+    /// `timeout`.
+    pub(crate) fn close(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        state.closing = true;
+        self.changed.notify_all();
+        while !state.exited {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self.wait(state, left);
+        }
+    }
+
+    /// Tells the flusher to exit without waiting (when dropped on the
+    /// flusher thread itself, which cannot wait for itself).
+    pub(crate) fn close_now(&self) {
+        self.lock().closing = true;
+        self.changed.notify_all();
+    }
+
+    /// Sleeps until something is asked of the flusher, or until `until`.
+    fn next(&self, until: Instant) -> Wake {
+        let mut state = self.lock();
+        loop {
+            if state.closing {
+                return Wake::Close;
+            }
+            if state.flushes_asked > state.flushes_done {
+                return Wake::Flush(state.flushes_asked);
+            }
+            if std::mem::take(&mut state.early) {
+                return Wake::Early;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Wake::Time;
+            }
+            state = self.wait(state, left);
+        }
+    }
+
+    fn flushed(&self, ticket: u64) {
+        let mut state = self.lock();
+        state.flushes_done = state.flushes_done.max(ticket);
+        self.changed.notify_all();
+    }
+
+    fn exited(&self) {
+        self.lock().exited = true;
+        self.changed.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>, left: Duration) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+}
+
+/// What the handles and the flusher share.
+#[derive(Debug)]
+pub(super) struct Core {
+    pub(super) control: Arc<Control>,
+    /// Handler metrics (cadence lines) of the current window.
+    pub(super) lines: Mutex<Aggregator>,
+    /// The layers' per-route statistics, and anything else recorded in place.
+    pub(super) sources: Mutex<Vec<Arc<dyn Source>>>,
+}
+
+impl Core {
+    pub(super) fn lines(&self) -> MutexGuard<'_, Aggregator> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sources(&self) -> MutexGuard<'_, Vec<Arc<dyn Source>>> {
+        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The thread's own state.
+pub(super) struct Flusher {
+    pub(super) core: Arc<Core>,
+    pub(super) writer: PacketWriter,
+    /// The swap buffer for `core.lines`: a drained window, capacity kept.
+    pub(super) spare: Aggregator,
+    pub(super) flush_interval: Duration,
+    pub(super) dropped_metric: String,
+    pub(super) reported_dropped: u64,
+    /// Packets to send per step while the outbox empties, and the time
+    /// between steps (see [`Flusher::pace`]).
+    pub(super) burst: usize,
+    pub(super) step: Duration,
+    pub(super) next_send: Instant,
+}
+
+impl Flusher {
+    pub(super) fn run(mut self) {
+        let mut window_end = Instant::now() + self.flush_interval;
+        loop {
+            let wake_at = if self.writer.pending() > 0 {
+                self.next_send.min(window_end)
+            } else {
+                window_end
+            };
+            match self.core.control.next(wake_at) {
+                Wake::Close => {
+                    self.flush();
+                    self.core.control.exited();
+                    return;
+                }
+                Wake::Flush(ticket) => {
+                    self.flush();
+                    self.core.control.flushed(ticket);
+                }
+                Wake::Early => {
+                    self.drain();
+                    self.pace();
+                }
+                Wake::Time => {}
+            }
+            let now = Instant::now();
+            if now >= window_end {
+                self.drain();
+                self.writer.seal();
+                self.pace();
+                window_end = now + self.flush_interval;
+            }
+            if self.writer.pending() > 0 && now >= self.next_send {
+                self.writer.send_pending(self.burst);
+                self.next_send = now + self.step;
+            }
+        }
+    }
+
+    /// Sends everything now: on a flush and at shutdown.
+    fn flush(&mut self) {
+        self.drain();
+        self.writer.flush();
+    }
+
+    /// Spreads the waiting packets over half a window from now, `BURST` at
+    /// a time.
+    fn pace(&mut self) {
+        let pending = self.writer.pending();
+        if pending > MAX_PENDING_PACKETS {
+            self.writer.send_pending(pending - MAX_PENDING_PACKETS);
+        }
+        let steps = self.writer.pending().div_ceil(BURST).max(1) as u32;
+        self.burst = BURST;
+        self.step = self.flush_interval / 2 / steps;
+        self.next_send = Instant::now();
+    }
+
+    /// Writes every source, the handlers' window and the dropped count into
+    /// packets, without sending the last short one.
+    fn drain(&mut self) {
+        let sources = self.core.sources().clone();
+        // Decided before draining: a source that nobody else holds and that
+        // no request is writing to cannot change after this point.
+        let finished: Vec<bool> = sources
+            .iter()
+            .map(|source| Arc::strong_count(source) == 2 && !source.in_use())
+            .collect();
+        for source in &sources {
+            source.drain(&mut self.writer);
+        }
+        if finished.contains(&true) {
+            let mut finished = finished.into_iter();
+            self.core
+                .sources()
+                .retain(|_| !finished.next().unwrap_or(false));
+        }
+        drop(sources);
+
+        std::mem::swap(&mut *self.core.lines(), &mut self.spare);
+        self.spare.drain(&mut self.writer);
+
+        let dropped = self.core.control.dropped();
+        let new = dropped - self.reported_dropped;
+        if new > 0 {
+            self.reported_dropped = dropped;
+            self.writer.push_metric(&Metric {
+                name: &self.dropped_metric,
+                tags: "",
+                value: Value::Count {
+                    value: new as f64,
+                    rate: 1.0,
+                },
+            });
+        }
+    }
+}

@@ -90,3 +90,90 @@ impl Source for Routes {
         self.all().iter().any(|stats| Arc::strong_count(stats) > 2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use axum::Router;
+    use http::Request;
+    use tower::ServiceExt;
+
+    use crate::sink::testing::{lines, spy, Packets};
+    use crate::{Statsd, UserKey};
+
+    fn statsd() -> (Packets, Statsd) {
+        let (rx, spy) = spy();
+        let statsd = Statsd::builder()
+            .prefix("p")
+            .flush_interval(Duration::from_secs(3600))
+            .build_with(spy)
+            .unwrap();
+        (rx, statsd)
+    }
+
+    async fn get_ok(app: &Router, uri: &str) {
+        let request = Request::get(uri).body(axum::body::Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert!(response.status().is_success());
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_layer_is_drained_once_more_then_forgotten() {
+        let (rx, statsd) = statsd();
+        let app = Router::new()
+            .route("/", get(|| async { "hi" }))
+            .layer(statsd.layer());
+        get_ok(&app, "/").await;
+        assert_eq!(statsd.sink().sources(), 1);
+        drop(app);
+        assert!(statsd.flush());
+        let lines = lines(&rx.take());
+        assert!(lines.contains(&"p.root.called:1|c".to_owned()), "{lines:?}");
+        assert_eq!(
+            statsd.sink().sources(),
+            0,
+            "nobody records into it any more"
+        );
+    }
+
+    #[tokio::test]
+    async fn many_users_are_sent_early_not_dropped() {
+        let (rx, statsd) = statsd();
+        let app = Router::new()
+            .route("/user", get(|| async { "hi" }))
+            .layer(statsd.layer().user_key(UserKey::query("id"), "user"))
+            .with_state(());
+        for id in 0..super::super::stats::EARLY_FLUSH_MEMBERS * 2 {
+            get_ok(&app, &format!("/user?id={id}")).await;
+        }
+        // No flush yet and an hour to the window's end: the full window left
+        // by itself.
+        let early = tokio::task::spawn_blocking(move || {
+            let first = rx.wait(Duration::from_secs(5));
+            (first, rx)
+        })
+        .await
+        .unwrap();
+        let (first, rx) = early;
+        assert!(first.is_some(), "a full window is sent early");
+        assert!(statsd.flush());
+        let mut packets = vec![first.unwrap()];
+        packets.extend(rx.take());
+        let mut members: Vec<String> = lines(&packets)
+            .iter()
+            .filter_map(|l| l.strip_prefix("p.user:"))
+            .flat_map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+            // The route's timer has the set's name too (`p.user`).
+            .filter(|field| field.ends_with("|s"))
+            .collect();
+        members.sort();
+        members.dedup();
+        assert_eq!(members.len(), super::super::stats::EARLY_FLUSH_MEMBERS * 2);
+        assert_eq!(statsd.sink().dropped(), 0);
+    }
+}

@@ -24,7 +24,7 @@ use crate::user::UserToken;
 
 /// Distinct users a shard's window holds before it asks the flusher to
 /// send it early; memory stays bounded and no member is dropped.
-const EARLY_FLUSH_MEMBERS: usize = 4_096;
+pub(super) const EARLY_FLUSH_MEMBERS: usize = 4_096;
 
 /// Past this many members (the flusher far behind), further new members
 /// of the window are dropped and counted rather than held.
@@ -297,4 +297,168 @@ fn count(value: u64) -> Value<'static> {
 /// update leaves the window consistent, so the data is still good.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::naming::Naming;
+    use crate::sink::testing::{lines, spy};
+    use crate::sink::PacketStats;
+    use crate::UserKey;
+
+    fn stats(mode: NamingMode, template: &str, cap: usize) -> RouteStats {
+        let naming = Naming::new("p", mode, &[], Some("user"));
+        RouteStats::new(naming.names(Some(template)), cap, Arc::default())
+    }
+
+    fn user(id: &str) -> Option<UserToken> {
+        let parts = http::Request::get(format!("/?id={id}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        UserKey::query("id").token(&parts)
+    }
+
+    fn key(method: &'static str, status: u16) -> Key {
+        Key {
+            method,
+            status: Some(StatusCode::from_u16(status).unwrap()),
+        }
+    }
+
+    const MS_1_5: Duration = Duration::from_micros(1500);
+
+    /// The lines a route's window drains to, sorted.
+    fn drained(stats: &RouteStats) -> Vec<String> {
+        let (rx, spy) = spy();
+        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        stats.drain(&mut out, &mut Merged::default());
+        out.flush();
+        let mut lines = lines(&rx.take());
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn hierarchical_window() {
+        let root = stats(NamingMode::Hierarchical, "/", 0);
+        root.record(key("GET", 200), MS_1_5, user("1"));
+        root.record(key("GET", 200), MS_1_5, user("1"));
+        root.record(key("POST", 200), MS_1_5, user("2"));
+        root.record(key("GET", 404), MS_1_5, user("3"));
+        let mut lines = drained(&root);
+        let members = lines.iter().position(|l| l.starts_with("p.user:")).unwrap();
+        let members = lines.remove(members);
+        let mut members: Vec<&str> = members["p.user:".len()..].split(':').collect();
+        members.sort();
+        assert_eq!(
+            members,
+            ["1|s", "2|s"],
+            "visits below 400 only, de-duplicated"
+        );
+        assert_eq!(
+            lines,
+            [
+                "p.root.called:4|c",
+                "p.root.status.200:3|c",
+                "p.root.status.404:1|c",
+                "p.root:1.5|ms:1.5|ms:1.5|ms:1.5|ms",
+            ]
+        );
+        assert!(drained(&root).is_empty(), "a drained window starts empty");
+    }
+
+    #[test]
+    fn failed_requests_have_no_status_and_are_no_visits() {
+        let root = stats(NamingMode::Hierarchical, "/", 0);
+        let failed = Key {
+            method: "GET",
+            status: None,
+        };
+        root.record(failed, MS_1_5, user("1"));
+        assert_eq!(drained(&root), ["p.root.called:1|c", "p.root:1.5|ms"]);
+    }
+
+    #[test]
+    fn tagged_window() {
+        let root = stats(NamingMode::Tagged, "/", 0);
+        root.record(key("GET", 200), MS_1_5, None);
+        root.record(key("GET", 200), MS_1_5, None);
+        root.record(key("DELETE", 405), MS_1_5, None);
+        assert_eq!(
+            drained(&root),
+            [
+                "p.http.request:1.5|ms:1.5|ms|#route:root,method:GET,status:200",
+                "p.http.request:1.5|ms|#route:root,method:DELETE,status:405",
+                "p.http.request:1|c|#route:root,method:DELETE,status:405",
+                "p.http.request:2|c|#route:root,method:GET,status:200",
+            ]
+        );
+    }
+
+    #[test]
+    fn threads_on_other_shards_add_up_exactly() {
+        let root = Arc::new(stats(NamingMode::Hierarchical, "/", 0));
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let root = &root;
+                scope.spawn(move || {
+                    for i in 0..1_000 {
+                        let id = format!("{}", (t * 1_000 + i) % 1_500);
+                        root.record(key("GET", 200), MS_1_5, user(&id));
+                    }
+                });
+            }
+        });
+        let lines = drained(&root);
+        assert!(
+            lines.contains(&"p.root.called:8000|c".to_owned()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"p.root.status.200:8000|c".to_owned()));
+        let timer_values: usize = lines
+            .iter()
+            .filter(|l| l.starts_with("p.root:"))
+            .map(|l| l.matches("|ms").count())
+            .sum();
+        assert_eq!(timer_values, 8_000);
+        let mut members: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("p.user:"))
+            .flat_map(|l| l["p.user:".len()..].split(':'))
+            .collect();
+        members.sort();
+        members.dedup();
+        assert_eq!(members.len(), 1_500, "each member once, across shards");
+    }
+
+    #[test]
+    fn above_the_cap_the_timer_is_sampled_with_exact_count_and_extremes() {
+        let root = stats(NamingMode::Hierarchical, "/", 64);
+        for i in 1..=5_000u64 {
+            root.record(key("GET", 200), Duration::from_micros(i), None);
+        }
+        let lines = drained(&root);
+        let mut count = 0.0;
+        let mut values = Vec::new();
+        for line in lines.iter().filter(|l| l.starts_with("p.root:")) {
+            for field in line["p.root:".len()..].split(':') {
+                let bits: Vec<&str> = field.split('|').collect();
+                let rate: f64 = bits.get(2).map_or(1.0, |r| r[1..].parse().unwrap());
+                count += 1.0 / rate;
+                values.push(bits[0].parse::<f64>().unwrap());
+            }
+        }
+        assert_eq!(values.len(), 64);
+        assert_eq!(count, 5_000.0);
+        let lowest = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = values.iter().copied().fold(0.0, f64::max);
+        assert_eq!((lowest, highest), (0.001, 5.0));
+        assert!(lines.contains(&"p.root.called:5000|c".to_owned()));
+    }
 }

@@ -149,6 +149,17 @@ impl AggregatingSink {
         &self.handle.core.control
     }
 
+    /// Sources the flusher still drains.
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> usize {
+        self.handle
+            .core
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// Values kept per timer and window before sampling; 0 = no cap.
     pub(crate) fn timer_cap(&self) -> usize {
         self.handle.timer_cap

@@ -69,11 +69,13 @@ mod line;
 mod packet;
 mod sample;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod transport;
 
 pub(crate) use flusher::Control;
 pub use handle::{AggregatingSink, AggregatingSinkBuilder};
+#[cfg(test)]
+pub(crate) use packet::PacketStats;
 pub(crate) use packet::PacketWriter;
 pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
 pub use transport::{TcpSink, UdpSink};

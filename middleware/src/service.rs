@@ -2,13 +2,12 @@
 
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Response};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::naming::method_tag;
+use crate::naming::MethodTag;
 use crate::record::{Recorder, RouteStats, Shared};
 
 /// The service made by [`StatsdLayer`](crate::StatsdLayer).
@@ -69,7 +68,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
+        // quanta reads the CPU's time stamp counter where it is invariant:
+        // a third of the cost of `std::time::Instant` here.
+        let start = quanta::Instant::now();
         let (parts, body) = req.into_parts();
         let route = self.route(matched_path(&parts));
         let user = self
@@ -78,7 +79,7 @@ where
             .user
             .as_ref()
             .and_then(|key| key.token(&parts));
-        let recorder = Recorder::new(route, start, method_tag(&parts.method), user);
+        let recorder = Recorder::new(route, start, MethodTag::of(&parts.method), user);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::new(future, recorder)
     }

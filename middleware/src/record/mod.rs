@@ -13,11 +13,12 @@ mod routes;
 mod stats;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::StatusCode;
+use quanta::Instant;
 
 use crate::client::Statsd;
+use crate::naming::MethodTag;
 use crate::user::{UserKey, UserToken};
 
 pub(crate) use routes::Routes;
@@ -46,7 +47,7 @@ impl Recorder {
     pub(crate) fn new(
         route: Arc<RouteStats>,
         start: Instant,
-        method: &'static str,
+        method: MethodTag,
         user: Option<UserToken>,
     ) -> Self {
         Recorder {

@@ -18,7 +18,7 @@ use crossbeam_utils::CachePadded;
 use http::StatusCode;
 use rustc_hash::FxBuildHasher;
 
-use crate::naming::{NamingMode, RouteNames};
+use crate::naming::{MethodTag, NamingMode, RouteNames};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
 
@@ -51,19 +51,16 @@ fn shard_of_this_thread() -> usize {
 /// What one request reports, by the time its response body has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Key {
-    pub(crate) method: &'static str,
+    pub(crate) method: MethodTag,
     /// `None` when the inner service failed, or the future was dropped,
     /// before a response existed.
     pub(crate) status: Option<StatusCode>,
 }
 
-impl Key {
-    /// The one timer series of a route in hierarchical mode.
-    const ROUTE: Key = Key {
-        method: "",
-        status: None,
-    };
-}
+/// The timer series a request's time goes to: one per route in
+/// hierarchical mode, one per (method, status) in tagged mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Series(Option<Key>);
 
 /// One route's window in one shard.
 #[derive(Debug, Default)]
@@ -72,7 +69,7 @@ struct Window {
     counts: Vec<(Key, u64)>,
     /// One timer series per route (hierarchical) or per (method, status)
     /// (tagged). Emptied, not removed, by a drain: their buffers are reused.
-    timers: Vec<(Key, TimerSample)>,
+    timers: Vec<(Series, TimerSample)>,
     members: HashSet<UserToken, FxBuildHasher>,
     /// Members refused because the window was far over its size.
     refused: u64,
@@ -86,7 +83,7 @@ impl Window {
         }
     }
 
-    fn timer(&mut self, key: Key) -> &mut TimerSample {
+    fn timer(&mut self, key: Series) -> &mut TimerSample {
         let at = match self.timers.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
             None => {
@@ -131,10 +128,10 @@ impl RouteStats {
     /// Folds one finished request into the window.
     pub(crate) fn record(&self, key: Key, elapsed: Duration, user: Option<UserToken>) {
         let ms = elapsed.as_secs_f64() * 1000.0;
-        let series = match self.names.mode {
-            NamingMode::Hierarchical => Key::ROUTE,
-            NamingMode::Tagged => key,
-        };
+        let series = Series(match self.names.mode {
+            NamingMode::Hierarchical => None,
+            NamingMode::Tagged => Some(key),
+        });
         // A rejected request (`/user?id=abc` → 400) is not a user visit.
         let member = user.filter(|_| {
             self.names.user_set.is_some() && key.status.is_some_and(|s| s.as_u16() < 400)
@@ -161,10 +158,14 @@ impl RouteStats {
         merged.clear();
         let mut spare = lock(&self.spare);
         for shard in self.shards.iter() {
-            std::mem::swap(&mut *lock(shard), &mut *spare);
-            if spare.is_empty() {
+            let mut window = lock(shard);
+            // An idle shard keeps its buffers: only a busy one swaps, and
+            // gets back the grown buffers of its own previous window.
+            if window.is_empty() {
                 continue;
             }
+            std::mem::swap(&mut *window, &mut *spare);
+            drop(window);
             merged.add(&mut spare);
         }
         drop(spare);
@@ -227,7 +228,7 @@ impl RouteStats {
             tags.push_str("route:");
             tags.push_str(&names.route);
             tags.push_str(",method:");
-            tags.push_str(key.method);
+            tags.push_str(key.method.as_str());
             tags.push_str(",status:");
             tags.push_str(key.status.as_ref().map_or("error", StatusCode::as_str));
             out.push_metric(&Metric {
@@ -235,7 +236,8 @@ impl RouteStats {
                 tags: &tags,
                 value: count(n),
             });
-            if let Some((_, values)) = merged.timers.iter().find(|(k, _)| *k == key) {
+            let series = Series(Some(key));
+            if let Some((_, values)) = merged.timers.iter().find(|(s, _)| *s == series) {
                 out.push_packed(&names.timer, &tags, values.iter().copied());
             }
         }
@@ -246,7 +248,7 @@ impl RouteStats {
 #[derive(Debug, Default)]
 pub(crate) struct Merged {
     counts: Vec<(Key, u64)>,
-    timers: Vec<(Key, Vec<Value<'static>>)>,
+    timers: Vec<(Series, Vec<Value<'static>>)>,
     members: HashSet<UserToken, FxBuildHasher>,
     refused: u64,
 }
@@ -326,7 +328,7 @@ mod tests {
 
     fn key(method: &'static str, status: u16) -> Key {
         Key {
-            method,
+            method: MethodTag::of(&method.parse().unwrap()),
             status: Some(StatusCode::from_u16(status).unwrap()),
         }
     }
@@ -377,7 +379,7 @@ mod tests {
     fn failed_requests_have_no_status_and_are_no_visits() {
         let root = stats(NamingMode::Hierarchical, "/", 0);
         let failed = Key {
-            method: "GET",
+            method: MethodTag::of(&http::Method::GET),
             status: None,
         };
         root.record(failed, MS_1_5, user("1"));

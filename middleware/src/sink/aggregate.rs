@@ -77,8 +77,8 @@ struct Gauge {
     unfolded: Vec<f64>,
 }
 
-/// A counter's sum, and the terms (`value`, `rate`) that would have made it
-/// overflow.
+/// A counter's sum, and the terms (`value`, `rate`) from the first one that
+/// would have made it overflow on.
 #[derive(Debug, Default)]
 struct Counter {
     sum: f64,
@@ -127,7 +127,10 @@ impl Aggregator {
             Value::Count { value, rate } => {
                 let (counter, created) = self.counters.slot(name, tags);
                 let sum = counter.sum + value * (1.0 / rate);
-                if sum.is_finite() {
+                // After the first term that overflows, every later one stays
+                // unsummed too, in order: the daemon then adds exactly what
+                // it would have added line by line.
+                if counter.unsummed.is_empty() && sum.is_finite() {
                     counter.sum = sum;
                     self.values += usize::from(created);
                 } else {

@@ -77,7 +77,11 @@ impl Statsd {
 
     /// A new [`StatsdLayer`] reporting through this client.
     pub fn layer(&self) -> StatsdLayer {
-        StatsdLayer::new(self.clone())
+        StatsdLayer::new(
+            self.inner.sink.clone(),
+            &self.inner.prefix,
+            self.inner.naming,
+        )
     }
 
     /// The aggregating sink behind this client.
@@ -88,10 +92,6 @@ impl Statsd {
     /// The prefix, sanitized, without a trailing dot.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
-    }
-
-    pub(crate) fn naming_mode(&self) -> NamingMode {
-        self.inner.naming
     }
 
     /// Sends everything buffered now and waits until it is written (at most

@@ -4,17 +4,17 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::client::Statsd;
 use crate::naming::{Naming, NamingMode};
 use crate::record::{Routes, Shared};
 use crate::service::StatsdService;
+use crate::sink::AggregatingSink;
 use crate::user::UserKey;
 
 /// Records, for every request, a hit counter, a latency timer (float ms, to
 /// the end of the response body) and a status counter per route, plus a
 /// unique-user set when a [`UserKey`] is configured.
 ///
-/// Made by [`Statsd::layer`]. Options are set at start-up; a per-route name
+/// Made by [`Statsd::layer`](crate::Statsd::layer). Options are set at start-up; a per-route name
 /// is built once, on a route's first request.
 ///
 /// ```
@@ -36,7 +36,8 @@ use crate::user::UserKey;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct StatsdLayer {
-    statsd: Statsd,
+    sink: AggregatingSink,
+    prefix: Arc<str>,
     shared: Arc<Shared>,
     mode: NamingMode,
     overrides: Vec<(String, String)>,
@@ -44,11 +45,13 @@ pub struct StatsdLayer {
 }
 
 impl StatsdLayer {
-    pub(crate) fn new(statsd: Statsd) -> Self {
-        let mode = statsd.naming_mode();
-        let shared = Self::shared(&statsd, mode, &[], None);
+    /// A layer recording into `sink`'s windows, names under `prefix`.
+    pub(crate) fn new(sink: AggregatingSink, prefix: &str, mode: NamingMode) -> Self {
+        let prefix: Arc<str> = prefix.into();
+        let shared = Self::shared(&sink, &prefix, mode, &[], None);
         StatsdLayer {
-            statsd,
+            sink,
+            prefix,
             shared,
             mode,
             overrides: Vec::new(),
@@ -82,20 +85,26 @@ impl StatsdLayer {
     }
 
     fn rebuild(&mut self) {
-        self.shared = Self::shared(&self.statsd, self.mode, &self.overrides, self.user.as_ref());
+        self.shared = Self::shared(
+            &self.sink,
+            &self.prefix,
+            self.mode,
+            &self.overrides,
+            self.user.as_ref(),
+        );
     }
 
-    /// The routes' statistics for these options, drained by the client's
+    /// The routes' statistics for these options, drained by the sink's
     /// flusher from now on.
     fn shared(
-        statsd: &Statsd,
+        sink: &AggregatingSink,
+        prefix: &str,
         mode: NamingMode,
         overrides: &[(String, String)],
         user: Option<&(UserKey, String)>,
     ) -> Arc<Shared> {
         let set = user.map(|(_, set)| set.as_str());
-        let naming = Naming::new(statsd.prefix(), mode, overrides, set);
-        let sink = statsd.sink();
+        let naming = Naming::new(prefix, mode, overrides, set);
         let routes = Arc::new(Routes::new(
             naming,
             sink.timer_cap(),
@@ -105,7 +114,7 @@ impl StatsdLayer {
         Arc::new(Shared {
             routes,
             user: user.map(|(key, _)| key.clone()),
-            _statsd: statsd.clone(),
+            _sink: sink.clone(),
         })
     }
 }

@@ -318,7 +318,7 @@ fn sampled_timers_keep_exact_counts_and_extremes() {
     // The values 0.01, 0.02, ..., 1000 ms, shuffled: min and max arrive in
     // the middle of the stream.
     let mut order: Vec<u64> = (1..=VALUES).collect();
-    let mut rng = Rng(0x5EED_0F_7E57);
+    let mut rng = Rng(0x005E_ED0F_7E57);
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }

@@ -2,7 +2,7 @@
 //! statistics for the current window.
 //!
 //! - [`Shared`]: what every service made by one layer reads — the routes'
-//!   stats, the user key, the client that keeps the sink alive;
+//!   stats, the user key, and the sink it keeps alive;
 //! - [`Recorder`]: the guard a request carries from the service, through its
 //!   future, into its response body; it records exactly once when dropped;
 //! - `routes`: route template → [`RouteStats`](stats::RouteStats), a
@@ -17,8 +17,8 @@ use std::sync::Arc;
 use http::StatusCode;
 use quanta::Instant;
 
-use crate::client::Statsd;
 use crate::naming::MethodTag;
+use crate::sink::AggregatingSink;
 use crate::user::{UserKey, UserToken};
 
 pub(crate) use routes::Routes;
@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pub(crate) routes: Arc<Routes>,
     pub(crate) user: Option<UserKey>,
     /// Keeps the sink (and its flusher) alive as long as the layer lives.
-    pub(crate) _statsd: Statsd,
+    pub(crate) _sink: AggregatingSink,
 }
 
 /// Everything a request will report, waiting for its end. Records on drop,

@@ -20,6 +20,7 @@ use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
 use super::Source;
+use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES, DEFAULT_MAX_UDP_SIZE};
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the flusher.
@@ -104,10 +105,10 @@ impl AggregatingSink {
     {
         AggregatingSinkBuilder {
             transport: Box::new(transport),
-            flush_interval: crate::DEFAULT_FLUSH_INTERVAL,
-            max_packet_size: crate::DEFAULT_MAX_UDP_SIZE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            max_packet_size: DEFAULT_MAX_UDP_SIZE,
             max_buffered_values: 4_096,
-            max_timer_samples: crate::DEFAULT_MAX_TIMER_SAMPLES,
+            max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
             aggregate: true,
             dropped_metric: "tower_statsd.dropped".to_owned(),
         }

@@ -308,7 +308,7 @@ mod tests {
 
     use super::*;
     use crate::naming::Naming;
-    use crate::sink::testing::{lines, spy};
+    use crate::sink::testing::{daemon, lines, spy};
     use crate::sink::PacketStats;
     use crate::UserKey;
 
@@ -446,18 +446,10 @@ mod tests {
             root.record(key("GET", 200), Duration::from_micros(i), None);
         }
         let lines = drained(&root);
-        let mut count = 0.0;
-        let mut values = Vec::new();
-        for line in lines.iter().filter(|l| l.starts_with("p.root:")) {
-            for field in line["p.root:".len()..].split(':') {
-                let bits: Vec<&str> = field.split('|').collect();
-                let rate: f64 = bits.get(2).map_or(1.0, |r| r[1..].parse().unwrap());
-                count += 1.0 / rate;
-                values.push(bits[0].parse::<f64>().unwrap());
-            }
-        }
+        let daemon = daemon(&lines);
+        let values = &daemon.timers["p.root|#"];
         assert_eq!(values.len(), 64);
-        assert_eq!(count, 5_000.0);
+        assert_eq!(daemon.timer_counts["p.root|#"], 5_000.0);
         let lowest = values.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = values.iter().copied().fold(0.0, f64::max);
         assert_eq!((lowest, highest), (0.001, 5.0));

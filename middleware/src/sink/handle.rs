@@ -355,75 +355,15 @@ impl AggregatingSinkBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
     use std::net::UdpSocket;
     use std::sync::mpsc;
 
     use cadence::prelude::*;
     use cadence::StatsdClient;
 
-    use super::super::testing::{lines, spy, Packets};
+    use super::super::testing::{daemon, lines, spy, Daemon, Packets};
     use super::super::UdpSink;
     use super::*;
-
-    /// What the daemon would make of the packets: counter totals, set members,
-    /// timer values (with the daemon's count, `sum of 1 / rate`), gauges.
-    #[derive(Debug, Default, PartialEq)]
-    struct Daemon {
-        counters: BTreeMap<String, f64>,
-        timers: BTreeMap<String, Vec<String>>,
-        timer_counts: BTreeMap<String, f64>,
-        sets: BTreeMap<String, BTreeSet<String>>,
-        gauges: BTreeMap<String, f64>,
-        lines: usize,
-    }
-
-    impl Daemon {
-        /// statsd 0.9's `handlePacket`, reduced to what these tests need.
-        fn read(&mut self, packet: &str) {
-            for line in packet.split('\n').filter(|l| !l.is_empty()) {
-                self.lines += 1;
-                let (body, tags) = line.split_once("|#").unwrap_or((line, ""));
-                let mut bits = body.split(':');
-                let mut key = bits.next().unwrap().to_owned();
-                if !tags.is_empty() {
-                    key = format!("{key};{tags}");
-                }
-                for field in bits {
-                    let f: Vec<&str> = field.split('|').collect();
-                    let rate: f64 = f.get(2).map_or(1.0, |r| r[1..].parse().unwrap());
-                    match f[1] {
-                        "ms" => {
-                            self.timers
-                                .entry(key.clone())
-                                .or_default()
-                                .push(f[0].to_owned());
-                            *self.timer_counts.entry(key.clone()).or_default() += 1.0 / rate;
-                        }
-                        "g" => {
-                            let value: f64 = f[0].parse().unwrap();
-                            let gauge = self.gauges.entry(key.clone()).or_default();
-                            if *gauge != 0.0 && f[0].starts_with(['+', '-']) {
-                                *gauge += value;
-                            } else {
-                                *gauge = value;
-                            }
-                        }
-                        "s" => {
-                            self.sets
-                                .entry(key.clone())
-                                .or_default()
-                                .insert(f[0].to_owned());
-                        }
-                        _ => {
-                            let value: f64 = f[0].parse().unwrap();
-                            *self.counters.entry(key.clone()).or_default() += value * (1.0 / rate);
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     fn spy_sink(
         configure: impl FnOnce(AggregatingSinkBuilder) -> AggregatingSinkBuilder,
@@ -435,14 +375,6 @@ mod tests {
 
     fn received(rx: &Packets) -> Vec<String> {
         rx.take()
-    }
-
-    fn daemon(packets: &[String]) -> Daemon {
-        let mut daemon = Daemon::default();
-        for packet in packets {
-            daemon.read(packet);
-        }
-        daemon
     }
 
     /// The same workload, with and without aggregation, as cadence would send
@@ -499,6 +431,11 @@ mod tests {
                     line
                 }
             })
+            // A meter is a counter to the Etsy daemon.
+            .map(|line| match line.strip_suffix("|m") {
+                Some(meter) => format!("{meter}|c"),
+                None => line,
+            })
             .collect();
         let mut want = daemon(&packets);
         want.lines = 0;
@@ -516,11 +453,11 @@ mod tests {
         assert!(got.lines < 20, "aggregated into a few lines: {packets:?}");
         got.lines = 0;
         assert_eq!(got, expected());
-        assert_eq!(got.counters["p.sampled"], 100.0);
-        assert_eq!(got.counters["p.hits"], 49.0);
-        assert_eq!(got.timers["p.latency"].len(), 50);
-        assert_eq!(got.sets["p.users"].len(), 7);
-        assert_eq!(got.gauges["p.temp"], 49.0);
+        assert_eq!(got.counters["p.sampled|#"], 100.0);
+        assert_eq!(got.counters["p.hits|#"], 49.0);
+        assert_eq!(got.timers["p.latency|#"].len(), 50);
+        assert_eq!(got.sets["p.users|#"].len(), 7);
+        assert_eq!(got.gauges["p.temp|#"], 49.0);
         for packet in &packets {
             assert!(packet.len() <= 512, "{packet}");
         }
@@ -635,8 +572,8 @@ mod tests {
         assert!(sink.flush());
         packets.extend(received(&rx));
         let got = daemon(&packets);
-        let want: Vec<String> = (0..25).map(|i| i.to_string()).collect();
-        assert_eq!(got.timers["t"], want);
+        let want: Vec<f64> = (0..25).map(f64::from).collect();
+        assert_eq!(got.timers["t|#"], want);
         assert!(packets.iter().all(|p| p.len() <= 40), "{packets:?}");
     }
 

@@ -21,22 +21,38 @@ use tower_statsd::{Statsd, UserKey};
 /// How the handlers behave.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// The root handler sleeps a random time up to this (the tutorial's
-    /// `time.sleep(random.uniform(0, 0.5))`); zero turns the sleep off.
+    /// The root handler sleeps a random time between `min_delay` and this
+    /// (the tutorial's `time.sleep(random.uniform(0, 0.5))`); zero turns the
+    /// sleep off.
     pub max_delay: Duration,
+    /// The shortest sleep of the root handler (default zero); a slow
+    /// request shows in the in-flight gauge.
+    pub min_delay: Duration,
 }
 
 impl Settings {
-    /// From `DEMO_MAX_DELAY_MS` (default 500).
+    /// From `DEMO_MAX_DELAY_MS` (default 500) and `DEMO_MIN_DELAY_MS`
+    /// (default 0, at most the maximum).
     pub fn from_env() -> Result<Self, String> {
-        let ms = match std::env::var("DEMO_MAX_DELAY_MS") {
-            Ok(v) => v.trim().parse::<u64>().map_err(|_| {
-                format!("DEMO_MAX_DELAY_MS={v:?} is not a whole number of milliseconds")
-            })?,
-            Err(_) => 500,
+        let ms = |name: &str, default: u64| match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{name}={v:?} is not a whole number of milliseconds")),
+            Err(_) => Ok(default),
         };
+        let max_delay = Duration::from_millis(ms("DEMO_MAX_DELAY_MS", 500)?);
+        let min_delay = Duration::from_millis(ms("DEMO_MIN_DELAY_MS", 0)?);
+        if min_delay > max_delay {
+            return Err(format!(
+                "DEMO_MIN_DELAY_MS ({} ms) is above DEMO_MAX_DELAY_MS ({} ms)",
+                min_delay.as_millis(),
+                max_delay.as_millis()
+            ));
+        }
         Ok(Settings {
-            max_delay: Duration::from_millis(ms),
+            max_delay,
+            min_delay,
         })
     }
 }
@@ -90,7 +106,7 @@ async fn root(
     query: Result<Query<RootQuery>, QueryRejection>,
 ) -> Response {
     if !settings.max_delay.is_zero() {
-        let delay = rand::random_range(Duration::ZERO..=settings.max_delay);
+        let delay = rand::random_range(settings.min_delay..=settings.max_delay);
         tokio::time::sleep(delay).await;
     }
     let msg = match query {
@@ -185,6 +201,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             max_delay: Duration::ZERO,
+            min_delay: Duration::ZERO,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -41,7 +42,12 @@ impl<B: Body> Body for ResponseBody<B> {
         // a client that has what it asked for may never poll again.
         let ended = match &frame {
             None | Some(Err(_)) => true,
-            Some(Ok(_)) => inner.is_end_stream(),
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(recorder)) = (frame.data_ref(), this.recorder.as_mut()) {
+                    recorder.sent(data.remaining());
+                }
+                inner.is_end_stream()
+            }
         };
         if ended {
             this.recorder.take();

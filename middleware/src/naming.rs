@@ -38,6 +38,10 @@ pub(crate) struct RouteNames {
     /// `{prefix}.{route}.status.`; the status code is appended when emitting.
     /// Empty in tagged mode, where the status is a tag.
     pub(crate) status_prefix: Box<str>,
+    /// Gauge of the requests entered and not yet ended.
+    pub(crate) in_flight: Box<str>,
+    /// Counter of the response body bytes sent.
+    pub(crate) bytes_sent: Box<str>,
     /// The unique-user set, `{prefix}.{set}`, when the layer has a user key.
     pub(crate) user_set: Option<Arc<str>>,
     /// How these names are laid out.
@@ -52,6 +56,8 @@ impl RouteNames {
                 RouteNames {
                     route: route.into(),
                     called: format!("{base}.called").into(),
+                    in_flight: format!("{base}.in_flight").into(),
+                    bytes_sent: format!("{base}.bytes_sent").into(),
                     status_prefix: format!("{base}.status.").into(),
                     timer: base.into(),
                     user_set,
@@ -63,6 +69,8 @@ impl RouteNames {
                 RouteNames {
                     route: route.into(),
                     called: name.clone(),
+                    in_flight: join(prefix, "http.in_flight").into(),
+                    bytes_sent: join(prefix, "http.bytes_sent").into(),
                     timer: name,
                     status_prefix: "".into(),
                     user_set,
@@ -253,6 +261,8 @@ mod tests {
         assert_eq!(&*root.called, "statstest.root.called");
         assert_eq!(&*root.timer, "statstest.root");
         assert_eq!(&*root.status_prefix, "statstest.root.status.");
+        assert_eq!(&*root.in_flight, "statstest.root.in_flight");
+        assert_eq!(&*root.bytes_sent, "statstest.root.bytes_sent");
         assert_eq!(&*naming.names(None).called, "statstest.unmatched.called");
         assert_eq!(root.user_set.as_deref(), Some("statstest.user"));
 
@@ -260,6 +270,8 @@ mod tests {
         let users = tagged.names(Some("/users/{id}"));
         assert_eq!(&*users.called, "http.request");
         assert_eq!(&*users.route, "users._id");
+        assert_eq!(&*users.in_flight, "http.in_flight");
+        assert_eq!(&*users.bytes_sent, "http.bytes_sent");
     }
 
     #[test]

@@ -26,7 +26,9 @@ use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_statsd::Statsd;
 
-const HANDLER_DELAY: Duration = Duration::from_millis(20);
+/// Long enough for the test to see the request in flight (it flushes
+/// every 20 ms or so while it waits).
+const HANDLER_DELAY: Duration = Duration::from_millis(300);
 
 /// Flushes until `done(totals)` holds or 10 s pass; returns everything seen.
 async fn flushed_until(
@@ -55,6 +57,21 @@ async fn flushed_until(
     }
 }
 
+/// Waits (flushing, 10 s at most) until `route`'s in-flight gauge says 1.
+async fn in_flight_while_running(
+    statsd: &Statsd,
+    rx: &crossbeam_channel::Receiver<Vec<u8>>,
+    route: &str,
+) {
+    let gauge = format!("{route}.in_flight");
+    flushed_until(statsd, rx, |t| {
+        t.gauges
+            .get(&gauge)
+            .is_some_and(|v| v.iter().any(|g| g == "1"))
+    })
+    .await;
+}
+
 /// `/boom`: a handler that panics after [`HANDLER_DELAY`].
 fn panicking_router() -> Router {
     Router::new().route(
@@ -76,17 +93,18 @@ async fn a_caught_handler_panic_is_a_timed_500() {
         // Our layer outside catch_panic: it sees the 500 catch_panic makes.
         .layer(CatchPanicLayer::new())
         .layer(statsd.layer());
-    let response = app
-        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let request = tokio::spawn(app.oneshot(Request::get("/boom").body(Body::empty()).unwrap()));
+    in_flight_while_running(&statsd, &rx, "t.boom").await;
+    let response = request.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    response.into_body().collect().await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
 
     let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.gauges["t.boom.in_flight"], ["0"], "drained");
     assert_eq!(t.counters["t.boom.called"], 1.0);
     assert_eq!(t.counters["t.boom.status.500"], 1.0);
-    assert_eq!(t.counters.len(), 2, "{:?}", t.counters);
+    assert_eq!(t.counters["t.boom.bytes_sent"], body.len() as f64);
+    assert_eq!(t.counters.len(), 3, "{:?}", t.counters);
     let timers = &t.timers["t.boom"];
     assert_eq!(timers.len(), 1);
     assert!(
@@ -101,9 +119,11 @@ async fn an_uncaught_handler_panic_still_counts_and_times_without_a_status() {
     let (statsd, rx) = spy_statsd("t");
     let app = panicking_router().layer(statsd.layer());
     let task = tokio::spawn(app.oneshot(Request::get("/boom").body(Body::empty()).unwrap()));
+    in_flight_while_running(&statsd, &rx, "t.boom").await;
     assert!(task.await.unwrap_err().is_panic());
 
     let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(t.gauges["t.boom.in_flight"], ["0"], "drained by the unwind");
     assert_eq!(t.counters["t.boom.called"], 1.0);
     assert!(
         t.counters.keys().all(|k| !k.contains(".status.")),
@@ -173,6 +193,7 @@ async fn a_client_that_disconnects_mid_body_is_timed_once() {
 
     // A raw client: read the head and the first chunk, then hang up.
     let started = Instant::now();
+    let (s, r) = (statsd.clone(), rx.clone());
     tokio::task::spawn_blocking(move || {
         let mut conn = TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -194,6 +215,11 @@ async fn a_client_that_disconnects_mid_body_is_timed_once() {
             "{:?}",
             String::from_utf8_lossy(&seen)
         );
+        let streaming = flushed_lines(&s, &r);
+        assert!(
+            streaming.contains(&"t.stream.in_flight:1|g".to_owned()),
+            "in flight while it streams: {streaming:?}"
+        );
         conn.shutdown(std::net::Shutdown::Both).unwrap();
     })
     .await
@@ -201,6 +227,11 @@ async fn a_client_that_disconnects_mid_body_is_timed_once() {
     let hung_up = started.elapsed();
 
     let t = flushed_until(&statsd, &rx, |t| t.timers.contains_key("t.stream")).await;
+    assert_eq!(
+        t.gauges["t.stream.in_flight"].last().map(String::as_str),
+        Some("0"),
+        "drained by the disconnect"
+    );
     assert!(
         dropped.load(Ordering::SeqCst),
         "the server dropped the endless body"

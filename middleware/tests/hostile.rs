@@ -3,7 +3,8 @@
 //! `:`, `|`, `#`, `@`, `;`, `=`, spaces, unicode, empty or 10 kB values —
 //! every line the layer emits parses strictly and every name is one the docs
 //! list for the router (`{prefix}.{route}.called`, `{prefix}.{route}`,
-//! `{prefix}.{route}.status.{code}`, `{prefix}.{set}`,
+//! `{prefix}.{route}.status.{code}`, `{prefix}.{route}.bytes_sent`,
+//! `{prefix}.{route}.in_flight`, `{prefix}.{set}`,
 //! `{prefix}.tower_statsd.dropped`).
 
 mod support;
@@ -57,7 +58,7 @@ fn documented(name: &str, prefix: &str, routes: &[&str], sets: &[&str]) -> bool 
     routes.iter().any(|route| {
         rest == *route
             || rest.strip_prefix(route).is_some_and(|tail| {
-                tail == ".called"
+                [".called", ".bytes_sent", ".in_flight"].contains(&tail)
                     || tail.strip_prefix(".status.").is_some_and(|code| {
                         code.len() == 3
                             && code.bytes().all(|b| b.is_ascii_digit())
@@ -683,6 +684,8 @@ fn tagged_mode_tags_carry_nothing_a_client_wrote() {
                     prop_assert!(
                         [
                             "statstest.http.request",
+                            "statstest.http.bytes_sent",
+                            "statstest.http.in_flight",
                             "statstest.user",
                             "statstest.tower_statsd.dropped"
                         ]
@@ -690,12 +693,22 @@ fn tagged_mode_tags_carry_nothing_a_client_wrote() {
                         "{:?}",
                         line
                     );
-                    if name != "statstest.http.request" {
+                    let tags: Vec<(&str, &str)> =
+                        tags.split(',').filter_map(|t| t.split_once(':')).collect();
+                    if name == "statstest.http.in_flight" {
+                        prop_assert_eq!(tags.len(), 1, "{:?}", line);
+                        prop_assert!(
+                            tags[0].0 == "route"
+                                && ["root", "users._id.posts", UNMATCHED].contains(&tags[0].1),
+                            "{:?}",
+                            line
+                        );
+                        continue;
+                    }
+                    if !name.starts_with("statstest.http.") {
                         prop_assert!(tags.is_empty(), "{:?}", line);
                         continue;
                     }
-                    let tags: Vec<(&str, &str)> =
-                        tags.split(',').filter_map(|t| t.split_once(':')).collect();
                     prop_assert_eq!(tags.len(), 3, "{:?}", line);
                     prop_assert!(
                         tags[0].0 == "route"
@@ -887,9 +900,11 @@ fn a_hundred_thousand_unknown_paths_and_methods_add_only_unmatched() {
     let expected: BTreeSet<&str> = [
         "statstest.unmatched",
         "statstest.unmatched.called",
+        "statstest.unmatched.bytes_sent",
         "statstest.unmatched.status.404",
         "statstest.root",
         "statstest.root.called",
+        "statstest.root.bytes_sent",
         "statstest.root.status.200",
         "statstest.root.status.405",
     ]

@@ -1,6 +1,8 @@
 //! The request lifecycle, step by step: the request's metrics are reported
 //! exactly once, at the end of the response body — whether it completes,
-//! fails, or is dropped unread — and never when the future resolves.
+//! fails, or is dropped unread — and never when the future resolves. Until
+//! then the request counts in the route's in-flight gauge, and every ending
+//! takes it out again.
 
 mod support;
 
@@ -12,6 +14,11 @@ use bytes_frame::ChannelBody;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use support::{flushed_lines, spy_statsd, totals};
+
+/// What a window holds while one request of `/` (unmatched here) is in flight.
+const IN_FLIGHT: &str = "t.unmatched.in_flight:1|g";
+/// The gauge's last report, once the route drained.
+const DRAINED: &str = "t.unmatched.in_flight:0|g";
 use tower::{service_fn, Layer, ServiceExt};
 
 /// A response body fed by the test, frame by frame.
@@ -61,18 +68,20 @@ async fn timer_fires_once_when_the_body_is_collected() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        flushed_lines(&statsd, &rx).is_empty(),
-        "nothing is reported when the future resolves"
+    assert_eq!(
+        flushed_lines(&statsd, &rx),
+        [IN_FLIGHT],
+        "nothing but the in-flight gauge when the future resolves"
     );
 
     tx.send(Ok("hello ")).await.unwrap();
     let mut body = response.into_body();
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "hello ");
-    assert!(
-        flushed_lines(&statsd, &rx).is_empty(),
-        "nothing is reported mid-body"
+    assert_eq!(
+        flushed_lines(&statsd, &rx),
+        [IN_FLIGHT],
+        "nothing but the in-flight gauge mid-body"
     );
 
     tx.send(Ok("world")).await.unwrap();
@@ -80,9 +89,16 @@ async fn timer_fires_once_when_the_body_is_collected() {
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, "world");
 
-    let t = totals(&flushed_lines(&statsd, &rx));
+    let lines = flushed_lines(&statsd, &rx);
+    assert!(lines.contains(&DRAINED.to_owned()), "{lines:?}");
+    let t = totals(&lines);
     assert_eq!(t.counters["t.unmatched.called"], 1.0);
     assert_eq!(t.counters["t.unmatched.status.200"], 1.0);
+    assert_eq!(
+        t.counters["t.unmatched.bytes_sent"],
+        "hello world".len() as f64,
+        "the bytes of the frames"
+    );
     assert_eq!(t.timers["t.unmatched"].len(), 1, "exactly one timer value");
     assert!(
         flushed_lines(&statsd, &rx).is_empty(),
@@ -103,11 +119,13 @@ async fn timer_fires_once_when_the_body_is_dropped_unread() {
         .oneshot(Request::get("/").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    assert!(flushed_lines(&statsd, &rx).is_empty());
+    assert_eq!(flushed_lines(&statsd, &rx), [IN_FLIGHT]);
 
     // The client went away: the server drops the body without reading it.
     drop(response);
-    let t = totals(&flushed_lines(&statsd, &rx));
+    let lines = flushed_lines(&statsd, &rx);
+    assert!(lines.contains(&DRAINED.to_owned()), "{lines:?}");
+    let t = totals(&lines);
     assert_eq!(t.timers["t.unmatched"].len(), 1);
     assert_eq!(t.counters["t.unmatched.called"], 1.0);
     assert_eq!(t.counters["t.unmatched.status.200"], 1.0);
@@ -127,10 +145,13 @@ async fn timer_fires_once_when_the_body_fails() {
         .oneshot(Request::get("/").body(Body::empty()).unwrap())
         .await
         .unwrap();
+    assert_eq!(flushed_lines(&statsd, &rx), [IN_FLIGHT]);
     tx.send(Err("disk on fire")).await.unwrap();
     let mut body = response.into_body();
     assert!(body.frame().await.unwrap().is_err());
-    let t = totals(&flushed_lines(&statsd, &rx));
+    let lines = flushed_lines(&statsd, &rx);
+    assert!(lines.contains(&DRAINED.to_owned()), "{lines:?}");
+    let t = totals(&lines);
     assert_eq!(t.timers["t.unmatched"].len(), 1, "reported at the error");
     drop(body);
     assert!(
@@ -166,11 +187,15 @@ async fn a_failed_service_or_a_dropped_future_still_counts_and_times() {
         .layer(service_fn(|_req: Request<Body>| async {
             std::future::pending::<Result<Response<Body>, Infallible>>().await
         }));
-    let slow = svc.oneshot(Request::get("/").body(Body::empty()).unwrap());
-    assert!(tokio::time::timeout(Duration::from_millis(20), slow)
+    let mut slow = Box::pin(svc.oneshot(Request::get("/").body(Body::empty()).unwrap()));
+    assert!(tokio::time::timeout(Duration::from_millis(20), &mut slow)
         .await
         .is_err());
-    let t = totals(&flushed_lines(&statsd, &rx));
+    assert_eq!(flushed_lines(&statsd, &rx), [IN_FLIGHT]);
+    drop(slow);
+    let lines = flushed_lines(&statsd, &rx);
+    assert!(lines.contains(&DRAINED.to_owned()), "{lines:?}");
+    let t = totals(&lines);
     assert_eq!(t.counters["t.unmatched.called"], 1.0);
     let ms = t.timers["t.unmatched"][0];
     assert!(ms >= 20.0, "timed until it was dropped: {ms} ms");

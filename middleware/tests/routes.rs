@@ -112,6 +112,7 @@ async fn unknown_paths_and_methods_add_no_names() {
         .collect();
     let expected: BTreeSet<&str> = [
         "statstest.unmatched.called",
+        "statstest.unmatched.bytes_sent",
         "statstest.unmatched.status.404",
         "statstest.unmatched",
         "statstest.root.called",
@@ -167,13 +168,16 @@ async fn a_real_udp_socket_receives_only_valid_lines() {
         "statstest.root.called",
         "statstest.root",
         "statstest.root.status.200",
+        "statstest.root.bytes_sent",
         "statstest.user.called",
         "statstest.user",
         "statstest.user.status.200",
         "statstest.user.status.405",
+        "statstest.user.bytes_sent",
         "statstest.unmatched.called",
         "statstest.unmatched",
         "statstest.unmatched.status.404",
+        "statstest.unmatched.bytes_sent",
     ];
     for line in &lines {
         let (name, _) = parse_line(line);

@@ -40,6 +40,8 @@ pub(crate) struct Recorder {
     route: Arc<RouteStats>,
     start: Instant,
     key: Key,
+    /// Response body bytes sent so far.
+    bytes: u64,
     user: Option<UserToken>,
 }
 
@@ -50,6 +52,7 @@ impl Recorder {
         method: MethodTag,
         user: Option<UserToken>,
     ) -> Self {
+        route.enter();
         Recorder {
             route,
             start,
@@ -57,8 +60,14 @@ impl Recorder {
                 method,
                 status: None,
             },
+            bytes: 0,
             user,
         }
+    }
+
+    /// The body sent `bytes` more bytes.
+    pub(crate) fn sent(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
     }
 
     pub(crate) fn set_status(&mut self, status: StatusCode) {
@@ -69,6 +78,6 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.route
-            .record(self.key, self.start.elapsed(), self.user.take());
+            .record(self.key, self.start.elapsed(), self.bytes, self.user.take());
     }
 }

@@ -2,15 +2,17 @@
 //! route's own requests.
 //!
 //! A request touches only its route's [`RouteStats`], and in it only the
-//! shard of the thread it finishes on: one uncontended lock, a counter
-//! bump in a short list, a timer value into a bounded sample and, with a
-//! user key, one set insert. No channel, no event, no allocation once the
+//! shard of the thread it runs on: an in-flight count up when it enters and
+//! down when it ends (a relaxed atomic on that core's own line), and at the
+//! end one uncontended lock: a counter bump (requests and bytes) in a short
+//! list, a timer value into a bounded sample and, with a user key, one set
+//! insert. No channel, no event, no allocation once the
 //! window's buffers have grown (the flusher swaps a cleared spare in, so
 //! their capacity is reused). Names are written only when the flusher
 //! drains the window.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -62,11 +64,18 @@ pub(crate) struct Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Series(Option<Key>);
 
+/// Requests of one (method, status) in a window, and their body bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Count {
+    requests: u64,
+    bytes: u64,
+}
+
 /// One route's window in one shard.
 #[derive(Debug, Default)]
 struct Window {
-    /// Requests per (method, status): a handful per route.
-    counts: Vec<(Key, u64)>,
+    /// Per (method, status): a handful per route.
+    counts: Vec<(Key, Count)>,
     /// One timer series per route (hierarchical) or per (method, status)
     /// (tagged). Emptied, not removed, by a drain: their buffers are reused.
     timers: Vec<(Series, TimerSample)>,
@@ -76,10 +85,11 @@ struct Window {
 }
 
 impl Window {
-    fn count(&mut self, key: Key) {
+    fn count(&mut self, key: Key, bytes: u64) {
+        let one = Count { requests: 1, bytes };
         match self.counts.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, n)) => *n += 1,
-            None => self.counts.push((key, 1)),
+            Some((_, count)) => count.add(one),
+            None => self.counts.push((key, one)),
         }
     }
 
@@ -99,11 +109,29 @@ impl Window {
     }
 }
 
+impl Count {
+    fn add(&mut self, other: Count) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+    }
+}
+
+/// One core's part of a route.
+#[derive(Debug, Default)]
+struct Shard {
+    window: Mutex<Window>,
+    /// Requests that entered on this shard's thread minus those that ended
+    /// on it: only the sum over the shards means anything.
+    in_flight: AtomicI64,
+}
+
 /// The current window of one route, and the names it is written under.
 #[derive(Debug)]
 pub(crate) struct RouteStats {
     names: RouteNames,
-    shards: Box<[CachePadded<Mutex<Window>>]>,
+    shards: Box<[CachePadded<Shard>]>,
+    /// The in-flight gauge last sent: a route that drained sends 0 once.
+    in_flight_sent: AtomicI64,
     /// The flusher's swap buffer: a cleared window whose buffers have grown.
     spare: Mutex<Window>,
     timer_cap: usize,
@@ -119,14 +147,25 @@ impl RouteStats {
         RouteStats {
             names,
             shards: (0..*SHARDS).map(|_| CachePadded::default()).collect(),
+            in_flight_sent: AtomicI64::new(0),
             spare: Mutex::default(),
             timer_cap,
             control,
         }
     }
 
-    /// Folds one finished request into the window.
-    pub(crate) fn record(&self, key: Key, elapsed: Duration, user: Option<UserToken>) {
+    fn shard(&self) -> &Shard {
+        &self.shards[shard_of_this_thread() & (self.shards.len() - 1)]
+    }
+
+    /// A request entered the layer.
+    pub(crate) fn enter(&self) {
+        self.shard().in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Folds one finished request into the window: it entered with
+    /// [`enter`](Self::enter), took `elapsed`, and its body sent `bytes`.
+    pub(crate) fn record(&self, key: Key, elapsed: Duration, bytes: u64, user: Option<UserToken>) {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let series = Series(match self.names.mode {
             NamingMode::Hierarchical => None,
@@ -136,9 +175,10 @@ impl RouteStats {
         let member = user.filter(|_| {
             self.names.user_set.is_some() && key.status.is_some_and(|s| s.as_u16() < 400)
         });
-        let shard = &self.shards[shard_of_this_thread() & (self.shards.len() - 1)];
-        let mut window = lock(shard);
-        window.count(key);
+        let shard = self.shard();
+        shard.in_flight.fetch_sub(1, Relaxed);
+        let mut window = lock(&shard.window);
+        window.count(key, bytes);
         window.timer(series).add(ms, self.timer_cap);
         if let Some(member) = member {
             let held = window.members.len();
@@ -157,8 +197,10 @@ impl RouteStats {
     pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
         merged.clear();
         let mut spare = lock(&self.spare);
+        let mut in_flight = 0;
         for shard in self.shards.iter() {
-            let mut window = lock(shard);
+            in_flight += shard.in_flight.load(Relaxed);
+            let mut window = lock(&shard.window);
             // An idle shard keeps its buffers: only a busy one swaps, and
             // gets back the grown buffers of its own previous window.
             if window.is_empty() {
@@ -169,6 +211,7 @@ impl RouteStats {
             merged.add(&mut spare);
         }
         drop(spare);
+        self.write_in_flight(out, in_flight);
         if merged.counts.is_empty() && merged.members.is_empty() {
             return;
         }
@@ -188,20 +231,54 @@ impl RouteStats {
         }
     }
 
+    /// The in-flight gauge, every window while it is or was non-zero. The
+    /// shards are read one after the other while requests come and go, so a
+    /// sum can be one off for a moment, never below zero.
+    fn write_in_flight(&self, out: &mut PacketWriter, in_flight: i64) {
+        let in_flight = in_flight.max(0);
+        if in_flight == 0 && self.in_flight_sent.load(Relaxed) == 0 {
+            return;
+        }
+        self.in_flight_sent.store(in_flight, Relaxed);
+        let route_tag;
+        let tags = match self.names.mode {
+            NamingMode::Hierarchical => "",
+            NamingMode::Tagged => {
+                route_tag = format!("route:{}", self.names.route);
+                &route_tag
+            }
+        };
+        out.push_metric(&Metric {
+            name: &self.names.in_flight,
+            tags,
+            value: Value::Gauge(in_flight as f64),
+        });
+    }
+
     fn write_hierarchical(&self, out: &mut PacketWriter, merged: &Merged) {
         let names = &self.names;
-        let called: u64 = merged.counts.iter().map(|(_, n)| n).sum();
+        let mut total = Count::default();
+        for (_, count) in &merged.counts {
+            total.add(*count);
+        }
         out.push_metric(&Metric {
             name: &names.called,
             tags: "",
-            value: count(called),
+            value: counter(total.requests),
         });
+        if total.bytes > 0 {
+            out.push_metric(&Metric {
+                name: &names.bytes_sent,
+                tags: "",
+                value: counter(total.bytes),
+            });
+        }
         let mut statuses: Vec<(StatusCode, u64)> = Vec::new();
-        for &(key, n) in &merged.counts {
+        for &(key, count) in &merged.counts {
             let Some(status) = key.status else { continue };
             match statuses.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, total)) => *total += n,
-                None => statuses.push((status, n)),
+                Some((_, total)) => *total += count.requests,
+                None => statuses.push((status, count.requests)),
             }
         }
         let mut name = String::new();
@@ -212,7 +289,7 @@ impl RouteStats {
             out.push_metric(&Metric {
                 name: &name,
                 tags: "",
-                value: count(n),
+                value: counter(n),
             });
         }
         for (_, values) in &merged.timers {
@@ -223,7 +300,7 @@ impl RouteStats {
     fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged) {
         let names = &self.names;
         let mut tags = String::new();
-        for &(key, n) in &merged.counts {
+        for &(key, count) in &merged.counts {
             tags.clear();
             tags.push_str("route:");
             tags.push_str(&names.route);
@@ -234,8 +311,15 @@ impl RouteStats {
             out.push_metric(&Metric {
                 name: &names.called,
                 tags: &tags,
-                value: count(n),
+                value: counter(count.requests),
             });
+            if count.bytes > 0 {
+                out.push_metric(&Metric {
+                    name: &names.bytes_sent,
+                    tags: &tags,
+                    value: counter(count.bytes),
+                });
+            }
             let series = Series(Some(key));
             if let Some((_, values)) = merged.timers.iter().find(|(s, _)| *s == series) {
                 out.push_packed(&names.timer, &tags, values.iter().copied());
@@ -247,7 +331,7 @@ impl RouteStats {
 /// One route's window read from all its shards; the flusher's scratch.
 #[derive(Debug, Default)]
 pub(crate) struct Merged {
-    counts: Vec<(Key, u64)>,
+    counts: Vec<(Key, Count)>,
     timers: Vec<(Series, Vec<Value<'static>>)>,
     members: HashSet<UserToken, FxBuildHasher>,
     refused: u64,
@@ -263,10 +347,10 @@ impl Merged {
 
     /// Moves a shard's window in, leaving it cleared for reuse.
     fn add(&mut self, window: &mut Window) {
-        for (key, n) in window.counts.drain(..) {
+        for (key, count) in window.counts.drain(..) {
             match self.counts.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, total)) => *total += n,
-                None => self.counts.push((key, n)),
+                Some((_, total)) => total.add(count),
+                None => self.counts.push((key, count)),
             }
         }
         for (key, sample) in &mut window.timers {
@@ -288,7 +372,7 @@ impl Merged {
     }
 }
 
-fn count(value: u64) -> Value<'static> {
+fn counter(value: u64) -> Value<'static> {
     Value::Count {
         value: value as f64,
         rate: 1.0,
@@ -349,10 +433,13 @@ mod tests {
     #[test]
     fn hierarchical_window() {
         let root = stats(NamingMode::Hierarchical, "/", 0);
-        root.record(key("GET", 200), MS_1_5, user("1"));
-        root.record(key("GET", 200), MS_1_5, user("1"));
-        root.record(key("POST", 200), MS_1_5, user("2"));
-        root.record(key("GET", 404), MS_1_5, user("3"));
+        for _ in 0..4 {
+            root.enter();
+        }
+        root.record(key("GET", 200), MS_1_5, 10, user("1"));
+        root.record(key("GET", 200), MS_1_5, 20, user("1"));
+        root.record(key("POST", 200), MS_1_5, 0, user("2"));
+        root.record(key("GET", 404), MS_1_5, 5, user("3"));
         let mut lines = drained(&root);
         let members = lines.iter().position(|l| l.starts_with("p.user:")).unwrap();
         let members = lines.remove(members);
@@ -366,6 +453,7 @@ mod tests {
         assert_eq!(
             lines,
             [
+                "p.root.bytes_sent:35|c",
                 "p.root.called:4|c",
                 "p.root.status.200:3|c",
                 "p.root.status.404:1|c",
@@ -382,25 +470,51 @@ mod tests {
             method: MethodTag::of(&http::Method::GET),
             status: None,
         };
-        root.record(failed, MS_1_5, user("1"));
+        root.record(failed, MS_1_5, 0, user("1"));
         assert_eq!(drained(&root), ["p.root.called:1|c", "p.root:1.5|ms"]);
     }
 
     #[test]
     fn tagged_window() {
         let root = stats(NamingMode::Tagged, "/", 0);
-        root.record(key("GET", 200), MS_1_5, None);
-        root.record(key("GET", 200), MS_1_5, None);
-        root.record(key("DELETE", 405), MS_1_5, None);
+        root.record(key("GET", 200), MS_1_5, 7, None);
+        root.record(key("GET", 200), MS_1_5, 7, None);
+        root.record(key("DELETE", 405), MS_1_5, 0, None);
         assert_eq!(
             drained(&root),
             [
+                "p.http.bytes_sent:14|c|#route:root,method:GET,status:200",
                 "p.http.request:1.5|ms:1.5|ms|#route:root,method:GET,status:200",
                 "p.http.request:1.5|ms|#route:root,method:DELETE,status:405",
                 "p.http.request:1|c|#route:root,method:DELETE,status:405",
                 "p.http.request:2|c|#route:root,method:GET,status:200",
             ]
         );
+    }
+
+    #[test]
+    fn in_flight_is_sent_while_it_is_or_was_above_zero() {
+        let root = stats(NamingMode::Hierarchical, "/", 0);
+        assert!(drained(&root).is_empty(), "an idle route sends nothing");
+        root.enter();
+        root.enter();
+        assert_eq!(drained(&root), ["p.root.in_flight:2|g"]);
+        assert_eq!(drained(&root), ["p.root.in_flight:2|g"], "every window");
+        root.record(key("GET", 200), MS_1_5, 0, None);
+        assert!(drained(&root).contains(&"p.root.in_flight:1|g".to_owned()));
+        // Ends on another thread, hence another shard: the sum is what counts.
+        std::thread::scope(|scope| {
+            scope.spawn(|| root.record(key("GET", 200), MS_1_5, 0, None));
+        });
+        assert!(
+            drained(&root).contains(&"p.root.in_flight:0|g".to_owned()),
+            "once 0"
+        );
+        assert!(drained(&root).is_empty(), "then nothing");
+
+        let tagged = stats(NamingMode::Tagged, "/users/{id}", 0);
+        tagged.enter();
+        assert_eq!(drained(&tagged), ["p.http.in_flight:1|g|#route:users._id"]);
     }
 
     #[test]
@@ -412,7 +526,7 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..1_000 {
                         let id = format!("{}", (t * 1_000 + i) % 1_500);
-                        root.record(key("GET", 200), MS_1_5, user(&id));
+                        root.record(key("GET", 200), MS_1_5, 0, user(&id));
                     }
                 });
             }
@@ -443,7 +557,7 @@ mod tests {
     fn above_the_cap_the_timer_is_sampled_with_exact_count_and_extremes() {
         let root = stats(NamingMode::Hierarchical, "/", 64);
         for i in 1..=5_000u64 {
-            root.record(key("GET", 200), Duration::from_micros(i), None);
+            root.record(key("GET", 200), Duration::from_micros(i), 0, None);
         }
         let lines = drained(&root);
         let daemon = daemon(&lines);

@@ -1,15 +1,18 @@
 //! StatsD metrics for tower and axum: one layer gives every route a hit
 //! counter, a latency timer, status counters and, optionally, a unique-user
-//! set — aggregated client-side so counts stay exact under load, and sent
-//! off the request path so a slow or missing daemon never slows a request.
+//! set — recorded in place per route, aggregated so counts stay exact under
+//! load, and sent by one background flusher so a slow or missing daemon never
+//! slows a request.
 //!
 //! | metric | type | when |
 //! |---|---|---|
 //! | `{prefix}.{route}.called` | counter | every request |
 //! | `{prefix}.{route}` | timer, float ms | when the response body ends, fails or is dropped |
 //! | `{prefix}.{route}.status.{code}` | counter | every response |
+//! | `{prefix}.{route}.in_flight` | gauge | each window while requests are between entering the layer and the end of their body; `0` once when the route drains |
+//! | `{prefix}.{route}.bytes_sent` | counter | response body bytes, counted from the frames |
 //! | `{prefix}.{set}` | set | a response below 400 whose request carries a user key |
-//! | `{prefix}.tower_statsd.dropped` | counter | events dropped: the in-memory stage was full, or a handler's line was malformed |
+//! | `{prefix}.tower_statsd.dropped` | counter | metrics dropped: a handler's line was malformed, or a window grew far past its size while the flusher lagged |
 //!
 //! `{route}` comes from axum's route template: `/` → `root`,
 //! `/users/{id}/posts` → `users._id.posts`, `/{*rest}` → `_rest`, and

@@ -203,6 +203,13 @@ impl Stack {
         out
     }
 
+    /// What a daemon of this stack logged so far (`carbon-cache`, `statsd`,
+    /// `graphite-web`; graphite-web logs every request it answers).
+    pub fn log(&self, daemon: &str) -> String {
+        std::fs::read_to_string(self.dir.join("log").join(format!("{daemon}.log")))
+            .unwrap_or_default()
+    }
+
     /// graphite-web's base URL.
     pub fn graphite_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.graphite_port)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use example_api::{app, resident_memory_bytes, statsd_health, Settings};
-use tower_statsd::cadence::prelude::*;
+use tower_statsd::prelude::*;
 use tower_statsd::StatsdBuilder;
 
 #[tokio::main]

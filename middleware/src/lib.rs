@@ -78,6 +78,7 @@ mod config;
 mod future;
 mod layer;
 mod naming;
+pub mod prelude;
 mod record;
 mod service;
 pub mod sink;

@@ -413,3 +413,9 @@ pub fn serve(app: axum::Router) -> (tokio::runtime::Runtime, String) {
     runtime.spawn(async move { axum::serve(listener, app).await });
     (runtime, url)
 }
+
+/// The README's Rust snippets, compiled by `cargo test` as doctests of this
+/// crate (`cargo test -p e2e --doc`), so none of them stops compiling unseen.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -18,6 +18,7 @@ use e2e::{free_port, poll, repo_root};
 struct Demo {
     child: Child,
     dir: PathBuf,
+    stack_dir: PathBuf,
 }
 
 impl Drop for Demo {
@@ -28,7 +29,7 @@ impl Drop for Demo {
         }
         let _ = Command::new(repo_root().join("scripts/stack"))
             .arg("stop")
-            .env("STACK_DIR", &self.dir)
+            .env("STACK_DIR", &self.stack_dir)
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -118,6 +119,7 @@ fn demo_reports_its_stack_and_stops_everything_on_two_sigints() {
     let mut demo = Demo {
         child,
         dir: dir.clone(),
+        stack_dir: stack_dir.clone(),
     };
     let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 

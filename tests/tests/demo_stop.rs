@@ -3,7 +3,7 @@
 //! and runs without the aggregator, `scripts/stack status` describes what was
 //! started and exits 0, and two Ctrl-C 50 ms apart (SIGINT to the demo's
 //! process group, as a terminal sends it) leave no port open and no process
-//! of the demo behind.
+//! of the demo behind, with no curl error and no colour code in its output.
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -107,7 +107,7 @@ fn demo_reports_its_stack_and_stops_everything_on_two_sigints() {
         .env("CARBON_AGGREGATOR_PICKLE_PORT", taken.to_string())
         .env("API_ADDR", &api_addr)
         .env("STACK_DIR", &stack_dir)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .env_remove("STACK_AGGREGATOR")
         .env_remove("STACK_RETENTIONS")
         .stdin(Stdio::null())
@@ -218,6 +218,22 @@ fn demo_reports_its_stack_and_stops_everything_on_two_sigints() {
         },
     );
     drop(squatter);
+
+    // The API logged to a file: no colour codes. The traffic loop stopped
+    // without curl errors.
+    let out = read_log();
+    assert!(
+        out.contains("listening on http://"),
+        "no API log lines:\n{out}"
+    );
+    assert!(
+        !out.contains('\x1b'),
+        "ANSI escape codes in the demo's log:\n{out}"
+    );
+    assert!(
+        !out.contains("curl:"),
+        "curl errors in the demo's output:\n{out}"
+    );
 
     // And the stack says so.
     let status = Command::new(repo_root().join("scripts/stack"))

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_statsd::cadence::prelude::*;
+use tower_statsd::prelude::*;
 use tower_statsd::{Statsd, UserKey};
 
 /// How the handlers behave.

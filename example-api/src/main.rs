@@ -2,15 +2,18 @@
 //! `DEMO_MAX_DELAY_MS` (default 500), pystatsd's `STATSD_*` variables, and
 //! `STATSD_PREFIX` defaulting to `statstest` as in the tutorial.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use example_api::{app, resident_memory_bytes, statsd_health, Settings};
-use tower_statsd::cadence::prelude::*;
+use tower_statsd::prelude::*;
 use tower_statsd::StatsdBuilder;
 
 #[tokio::main]
 async fn main() {
+    // Colours only on a terminal: not in log files, pipes or `docker logs`.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

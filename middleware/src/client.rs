@@ -26,7 +26,7 @@ use crate::sink::{AggregatingSink, TcpSink, UdpSink};
 /// traits work on it:
 ///
 /// ```
-/// use cadence::prelude::*;
+/// use tower_statsd::prelude::*;
 /// use tower_statsd::Statsd;
 ///
 /// let statsd = Statsd::builder().prefix("statstest").build()?;

@@ -43,7 +43,7 @@
 //! ```
 //! use std::time::Duration;
 //! use axum::{extract::Query, routing::get, Extension, Json, Router};
-//! use cadence::prelude::*;
+//! use tower_statsd::prelude::*;
 //! use tower_statsd::{Statsd, UserKey};
 //!
 //! #[derive(serde::Deserialize)]
@@ -81,6 +81,7 @@ mod config;
 mod future;
 mod layer;
 mod naming;
+pub mod prelude;
 mod record;
 mod service;
 pub mod sink;
@@ -98,6 +99,6 @@ pub use naming::{route_name, NamingMode, UNMATCHED};
 pub use service::StatsdService;
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};
 
-/// Re-exported so applications need no direct cadence dependency for the
-/// metric traits (`use tower_statsd::cadence::prelude::*`).
+/// Re-exported for the rest of cadence; the metric traits handlers need come
+/// with [`prelude`] (`use tower_statsd::prelude::*`).
 pub use cadence;

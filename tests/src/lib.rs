@@ -203,6 +203,13 @@ impl Stack {
         out
     }
 
+    /// What a daemon of this stack logged so far (`carbon-cache`, `statsd`,
+    /// `graphite-web`; graphite-web logs every request it answers).
+    pub fn log(&self, daemon: &str) -> String {
+        std::fs::read_to_string(self.dir.join("log").join(format!("{daemon}.log")))
+            .unwrap_or_default()
+    }
+
     /// graphite-web's base URL.
     pub fn graphite_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.graphite_port)
@@ -406,3 +413,9 @@ pub fn serve(app: axum::Router) -> (tokio::runtime::Runtime, String) {
     runtime.spawn(async move { axum::serve(listener, app).await });
     (runtime, url)
 }
+
+/// The README's Rust snippets, compiled by `cargo test` as doctests of this
+/// crate (`cargo test -p e2e --doc`), so none of them stops compiling unseen.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use e2e::{poll, Stack};
-use tower_statsd::cadence::prelude::*;
 use tower_statsd::cadence::MetricSink;
+use tower_statsd::prelude::*;
 use tower_statsd::Statsd;
 
 /// The daemon's flush interval here: long enough to send both workloads

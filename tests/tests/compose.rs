@@ -25,6 +25,7 @@ fn compose_ports_match_the_tutorial_and_the_stack() {
         "2003-2004:2003-2004",
         "2023-2024:2023-2024",
         "8125:8125/udp",
+        "8125:8125/tcp",
         "8126:8126",
         "8000:8000",
     ] {
@@ -34,11 +35,18 @@ fn compose_ports_match_the_tutorial_and_the_stack() {
         "STATSD_HOST",
         "STATSD_PORT",
         "STATSD_PREFIX",
+        "STATSD_TRANSPORT",
         "API_ADDR",
         "DEMO_MAX_DELAY_MS",
     ] {
         assert!(compose.contains(env), "{env} missing from the api service");
     }
+    // The image's StatsD listens on udp.js or tcp.js, chosen by STATSD_INTERFACE;
+    // one variable switches it and the API's client together.
+    assert!(
+        compose.contains("STATSD_INTERFACE: ${STATSD_TRANSPORT:-udp}"),
+        "the graphite service must take STATSD_INTERFACE from STATSD_TRANSPORT"
+    );
     let stack = std::fs::read_to_string(repo_root().join("scripts/stack")).unwrap();
     for default in ["8125", "8126", "2003", "2004"] {
         assert!(

@@ -140,7 +140,7 @@ impl Load {
                 let mut i = 0u64;
                 while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(300) {
                     i += 1;
-                    let uri = if i % 2 == 0 {
+                    let uri = if i.is_multiple_of(2) {
                         "/".to_owned()
                     } else {
                         format!("/user?id={}", i % 50)

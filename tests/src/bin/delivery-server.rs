@@ -31,8 +31,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use example_api::Settings;
-use tower_statsd::cadence::prelude::*;
 use tower_statsd::cadence::{BufferedUdpMetricSink, MetricSink, QueuingMetricSink, StatsdClient};
+use tower_statsd::prelude::*;
 use tower_statsd::StatsdBuilder;
 
 /// Responses served, by route and status class.

@@ -235,7 +235,7 @@ impl StatsdBuilder {
             .flush_interval(self.flush_interval)
             .max_packet_size(self.max_udp_size)
             .max_timer_samples(self.max_timer_samples)
-            .aggregate(self.aggregate)
+            .protocol(self.protocol)
             .dropped_metric(dropped)
             .build()?;
         let client = StatsdClient::builder(&prefix, sink.clone())

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::naming::NamingMode;
+use crate::sink::Protocol;
 
 /// pystatsd's default `STATSD_MAXUDPSIZE`.
 pub const DEFAULT_MAX_UDP_SIZE: usize = 512;
@@ -85,7 +86,7 @@ pub enum ConfigError {
 /// | [`ipv6`](Self::ipv6) | `STATSD_IPV6` | `0` |
 /// | [`flush_interval`](Self::flush_interval) | `STATSD_FLUSH_MS` | `1000` |
 /// | [`max_timer_samples`](Self::max_timer_samples) | `STATSD_MAX_TIMER_SAMPLES` | `1024` |
-/// | [`aggregate`](Self::aggregate) | `STATSD_AGGREGATE` | `1` |
+/// | [`protocol`](Self::protocol) | `STATSD_PROTOCOL` (`plain`, `etsy`, `dogstatsd`) | `plain` |
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
 ///
@@ -111,7 +112,7 @@ pub struct StatsdBuilder {
     pub(crate) ipv6: bool,
     pub(crate) flush_interval: Duration,
     pub(crate) max_timer_samples: usize,
-    pub(crate) aggregate: bool,
+    pub(crate) protocol: Protocol,
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
 }
@@ -126,7 +127,7 @@ impl Default for StatsdBuilder {
             ipv6: false,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
-            aggregate: true,
+            protocol: Protocol::Plain,
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
         }
@@ -143,7 +144,7 @@ struct EnvVars {
     ipv6: Option<String>,
     flush_ms: Option<u64>,
     max_timer_samples: Option<usize>,
-    aggregate: Option<String>,
+    protocol: Option<String>,
     transport: Option<String>,
     socket: Option<PathBuf>,
     naming: Option<String>,
@@ -206,8 +207,12 @@ impl StatsdBuilder {
         if let Some(n) = env.max_timer_samples {
             self.max_timer_samples = n;
         }
-        if let Some(v) = env.aggregate {
-            self.aggregate = flag("STATSD_AGGREGATE", v)?;
+        if let Some(v) = env.protocol {
+            self.protocol = v.parse().map_err(|_| ConfigError::InvalidValue {
+                name: "STATSD_PROTOCOL",
+                value: v,
+                expected: "plain (every server), etsy (Etsy StatsD, Telegraf) or dogstatsd",
+            })?;
         }
         if let Some(v) = env.transport {
             self.transport = match v.trim().to_ascii_lowercase().as_str() {
@@ -287,11 +292,13 @@ impl StatsdBuilder {
         self
     }
 
-    /// Whether the values of one name share a line (default `true`,
-    /// `key:1|ms:2|ms`). Turn off for servers that do not accept multi-value
-    /// lines; counters are summed and set members de-duplicated either way.
-    pub fn aggregate(mut self, aggregate: bool) -> Self {
-        self.aggregate = aggregate;
+    /// How the values of one name are packed on the wire (default
+    /// [`Protocol::Plain`], one a line, which every StatsD server reads);
+    /// [`Protocol::Etsy`] packs them for Etsy StatsD and Telegraf,
+    /// [`Protocol::DogStatsd`] for the Datadog agent. Counters are summed and
+    /// set members de-duplicated per window in every dialect.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -353,6 +360,7 @@ mod tests {
             ("STATSD_FLUSH_MS", "250"),
             ("STATSD_NAMING", "tagged"),
             ("STATSD_MAX_TIMER_SAMPLES", "0"),
+            ("STATSD_PROTOCOL", " Etsy "),
             ("UNRELATED", "x"),
         ])
         .unwrap();
@@ -364,6 +372,8 @@ mod tests {
         assert_eq!(b.flush_interval, Duration::from_millis(250));
         assert_eq!(b.naming, NamingMode::Tagged);
         assert_eq!(b.max_timer_samples, 0);
+        assert_eq!(b.protocol, Protocol::Etsy);
+        assert_eq!(env(&[]).unwrap().protocol, Protocol::Plain);
         assert_eq!(env(&[]).unwrap().max_timer_samples, 1024);
     }
 
@@ -373,6 +383,13 @@ mod tests {
         assert!(e.contains("STATSD_PORT") || e.contains("port"), "{e}");
         let e = env(&[("STATSD_IPV6", "maybe")]).unwrap_err().to_string();
         assert!(e.contains("STATSD_IPV6") && e.contains("0 or 1"), "{e}");
+        let e = env(&[("STATSD_PROTOCOL", "graphite")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("STATSD_PROTOCOL") && e.contains("dogstatsd"),
+            "{e}"
+        );
         let e = env(&[("STATSD_TRANSPORT", "unix")])
             .unwrap_err()
             .to_string();

@@ -20,9 +20,11 @@ pub enum NamingMode {
     /// `{prefix}.{route}.called`, `{prefix}.{route}`, `{prefix}.{route}.status.{code}`.
     #[default]
     Hierarchical,
-    /// One counter and one timer, `{prefix}.http.request`, with DogStatsD tags
-    /// `|#route:{route},method:{method},status:{code}` (for DogStatsD, Telegraf,
-    /// statsd ≥ 0.9 with Graphite tags).
+    /// A counter `{prefix}.http.requests` and a timer
+    /// `{prefix}.http.request.duration` (in ms), with DogStatsD tags
+    /// `|#route:{route},method:{method},status:{code}` (for DogStatsD,
+    /// Telegraf, statsd_exporter, statsd ≥ 0.9 with Graphite tags). Each
+    /// metric type has a name of its own.
     Tagged,
 }
 
@@ -64,19 +66,21 @@ impl RouteNames {
                     mode,
                 }
             }
-            NamingMode::Tagged => {
-                let name: Box<str> = join(prefix, "http.request").into();
-                RouteNames {
-                    route: route.into(),
-                    called: name.clone(),
-                    in_flight: join(prefix, "http.in_flight").into(),
-                    bytes_sent: join(prefix, "http.bytes_sent").into(),
-                    timer: name,
-                    status_prefix: "".into(),
-                    user_set,
-                    mode,
-                }
-            }
+            // DogStatsD and Prometheus conventions: a counter in the plural
+            // (`http.requests`, like `http_requests_total`), the timer named
+            // for what it measures (`http.request.duration`, like
+            // `http_request_duration_seconds`, in ms here), and never one
+            // name for two types.
+            NamingMode::Tagged => RouteNames {
+                route: route.into(),
+                called: join(prefix, "http.requests").into(),
+                in_flight: join(prefix, "http.in_flight").into(),
+                bytes_sent: join(prefix, "http.bytes_sent").into(),
+                timer: join(prefix, "http.request.duration").into(),
+                status_prefix: "".into(),
+                user_set,
+                mode,
+            },
         }
     }
 }
@@ -268,7 +272,8 @@ mod tests {
 
         let tagged = Naming::new("", NamingMode::Tagged, &[], None);
         let users = tagged.names(Some("/users/{id}"));
-        assert_eq!(&*users.called, "http.request");
+        assert_eq!(&*users.called, "http.requests");
+        assert_eq!(&*users.timer, "http.request.duration");
         assert_eq!(&*users.route, "users._id");
         assert_eq!(&*users.in_flight, "http.in_flight");
         assert_eq!(&*users.bytes_sent, "http.bytes_sent");

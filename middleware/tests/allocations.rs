@@ -56,7 +56,7 @@ async fn request(app: &Router, uri: &str) {
 /// The flusher's work for one window may allocate this much, however many
 /// requests the window holds (names of status counters, the list of
 /// routes, packets).
-const WINDOW_BUDGET: usize = 64;
+const WINDOW_BUDGET: usize = 16;
 
 /// Allocations per request of `uri` on all threads, after a warm-up that
 /// builds the route's stats and grows its windows' buffers; and those of

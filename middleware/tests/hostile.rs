@@ -683,7 +683,8 @@ fn tagged_mode_tags_carry_nothing_a_client_wrote() {
                     let (name, _) = parse_line(head);
                     prop_assert!(
                         [
-                            "statstest.http.request",
+                            "statstest.http.requests",
+                            "statstest.http.request.duration",
                             "statstest.http.bytes_sent",
                             "statstest.http.in_flight",
                             "statstest.user",

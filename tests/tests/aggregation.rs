@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use e2e::{poll, Stack};
 use tower_statsd::cadence::MetricSink;
 use tower_statsd::prelude::*;
-use tower_statsd::Statsd;
+use tower_statsd::{Protocol, Statsd};
 
 /// The daemon's flush interval here: long enough to send both workloads
 /// inside one window, short enough to keep the test quick.
@@ -141,12 +141,12 @@ fn wait_for_daemon_flush(stack: &Stack) {
     }
 }
 
-fn client(stack: &Stack, prefix: &str, aggregate: bool) -> Statsd {
+fn client(stack: &Stack, prefix: &str, protocol: Protocol) -> Statsd {
     Statsd::builder()
         .host("127.0.0.1")
         .port(stack.statsd_port)
         .prefix(prefix)
-        .aggregate(aggregate)
+        .protocol(protocol)
         // Nothing leaves before the explicit flush.
         .flush_interval(Duration::from_secs(600))
         .build()
@@ -175,8 +175,8 @@ fn aggregated_and_unaggregated_streams_mean_the_same() {
         attempt += 1;
         assert!(attempt <= 3, "no daemon window held both workloads");
         let (on, off) = (format!("agg{attempt}_on"), format!("agg{attempt}_off"));
-        let aggregated = client(&stack, &on, true);
-        let plain = client(&stack, &off, false);
+        let aggregated = client(&stack, &on, Protocol::Etsy);
+        let plain = client(&stack, &off, Protocol::Plain);
         wait_for_daemon_flush(&stack);
         let started = Instant::now();
         let want = workload(&aggregated);

@@ -393,7 +393,7 @@ mod tests {
     use super::*;
     use crate::naming::Naming;
     use crate::sink::testing::{daemon, lines, spy};
-    use crate::sink::PacketStats;
+    use crate::sink::{PacketStats, Protocol};
     use crate::UserKey;
 
     fn stats(mode: NamingMode, template: &str, cap: usize) -> RouteStats {
@@ -423,6 +423,8 @@ mod tests {
     fn drained(stats: &RouteStats) -> Vec<String> {
         let (rx, spy) = spy();
         let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        // Etsy's packing: a timer's values on one line, easy to compare.
+        out.protocol(Protocol::Etsy);
         stats.drain(&mut out, &mut Merged::default());
         out.flush();
         let mut lines = lines(&rx.take());
@@ -484,10 +486,10 @@ mod tests {
             drained(&root),
             [
                 "p.http.bytes_sent:14|c|#route:root,method:GET,status:200",
-                "p.http.request:1.5|ms:1.5|ms|#route:root,method:GET,status:200",
-                "p.http.request:1.5|ms|#route:root,method:DELETE,status:405",
-                "p.http.request:1|c|#route:root,method:DELETE,status:405",
-                "p.http.request:2|c|#route:root,method:GET,status:200",
+                "p.http.request.duration:1.5|ms:1.5|ms|#route:root,method:GET,status:200",
+                "p.http.request.duration:1.5|ms|#route:root,method:DELETE,status:405",
+                "p.http.requests:1|c|#route:root,method:DELETE,status:405",
+                "p.http.requests:2|c|#route:root,method:GET,status:200",
             ]
         );
     }

@@ -236,6 +236,7 @@ mod tests {
     use super::super::line::parse;
     use super::super::packet::PacketStats;
     use super::super::testing::{lines, spy};
+    use super::super::Protocol;
     use super::*;
 
     fn count(value: f64, rate: f64) -> Value<'static> {
@@ -254,6 +255,7 @@ mod tests {
     fn drain(agg: &mut Aggregator) -> Vec<String> {
         let (rx, spy) = spy();
         let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        out.protocol(Protocol::Etsy);
         agg.drain(&mut out);
         out.flush();
         let mut lines = lines(&rx.take());
@@ -331,6 +333,7 @@ mod tests {
         add(&mut agg, "g", "", Value::GaugeDelta(-6.0));
         let (rx, spy) = spy();
         let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        out.protocol(Protocol::Etsy);
         agg.drain(&mut out);
         out.flush();
         assert_eq!(rx.take(), ["g:0|g\ng:-5|g"]);

@@ -34,8 +34,8 @@ use super::aggregate::Aggregator;
 use super::line::{parse, parse_each, write_field, write_metric, LineError};
 use super::packet::{PacketStats, PacketWriter};
 use super::testing::spy;
-use super::testing::Daemon;
-use super::{AggregatingSink, Metric, Value};
+use super::testing::{dogstatsd_as_etsy, Daemon};
+use super::{AggregatingSink, Metric, Protocol, Value};
 
 /// Hand-made inputs that have broken (or could break) StatsD code somewhere.
 const NASTY: &[&str] = &[
@@ -256,9 +256,31 @@ impl Expected {
 
 /// Checks sizes and feeds every packet to the emulated daemon. Returns the
 /// number of packets over the limit.
-fn read_packets(packets: &[String], max: usize, daemon: &mut Daemon) -> Result<u64, String> {
+fn read_packets(
+    packets: &[String],
+    max: usize,
+    protocol: Protocol,
+    daemon: &mut Daemon,
+) -> Result<u64, String> {
     let mut oversized = 0;
     for packet in packets {
+        if packet.len() > max && protocol == Protocol::DogStatsd {
+            // Alone in its packet, and a single value.
+            let body = packet.split("|#").next().unwrap_or_default();
+            let head = body.split('|').next().unwrap_or_default();
+            if packet.contains('\n') && !packet.contains(":0|g") || head.matches(':').count() != 1 {
+                return Err(format!(
+                    "packet of {} > {max} bytes: {packet:?}",
+                    packet.len()
+                ));
+            }
+        }
+        if protocol == Protocol::DogStatsd {
+            // Read as the Etsy lines it stands for; sizes were checked above.
+            oversized += u64::from(packet.len() > max);
+            daemon.read(&dogstatsd_as_etsy(packet))?;
+            continue;
+        }
         if packet.len() > max {
             oversized += 1;
             let lines: Vec<&str> = packet.split('\n').collect();
@@ -453,10 +475,16 @@ fn check_pipeline(lines: &[String], max: usize, drains: &[bool]) -> Result<(), S
             valid.push(line.as_str());
         }
     }
-    for aggregate in [true, false] {
+    for (aggregate, protocol) in [
+        (true, Protocol::Plain),
+        (true, Protocol::Etsy),
+        (true, Protocol::DogStatsd),
+        (false, Protocol::Plain),
+    ] {
         let (rx, sink) = spy();
         let stats = Arc::new(PacketStats::default());
         let mut writer = PacketWriter::new(Box::new(sink), max, stats.clone());
+        writer.protocol(protocol);
         let mut agg = Aggregator::new(0);
         for (i, line) in valid.iter().enumerate() {
             let _ = parse_each(line, &mut |m| {
@@ -474,17 +502,20 @@ fn check_pipeline(lines: &[String], max: usize, drains: &[bool]) -> Result<(), S
         writer.flush();
         let packets = rx.take();
         let mut daemon = Daemon::default();
-        let oversized = read_packets(&packets, max, &mut daemon)
-            .map_err(|e| format!("aggregate {aggregate}: {e}"))?;
+        let oversized = read_packets(&packets, max, protocol, &mut daemon).map_err(|e| {
+            format!("aggregate {aggregate}, {protocol}: {e}; lines {valid:?}; drains {drains:?}")
+        })?;
         if oversized != stats.oversized.load(Relaxed) {
             return Err(format!(
-                "aggregate {aggregate}: {oversized} oversized packets, {} counted",
+                "aggregate {aggregate}, {protocol}: {oversized} oversized packets, {} counted",
                 stats.oversized.load(Relaxed)
             ));
         }
         expected
             .check(&daemon)
-            .map_err(|e| format!("aggregate {aggregate}, max {max}: {e}; packets {packets:?}"))?;
+            .map_err(|e| {
+                format!("aggregate {aggregate}, {protocol}, max {max}: {e}; packets {packets:?}; lines {valid:?}")
+            })?;
     }
     Ok(())
 }
@@ -494,7 +525,7 @@ fn check_pipeline(lines: &[String], max: usize, drains: &[bool]) -> Result<(), S
 fn check_sink(
     lines: &[String],
     max: usize,
-    aggregate: bool,
+    protocol: Protocol,
     max_values: usize,
 ) -> Result<(), String> {
     use cadence::MetricSink;
@@ -512,7 +543,7 @@ fn check_sink(
         .max_packet_size(max)
         .max_timer_samples(0)
         .max_buffered_values(max_values)
-        .aggregate(aggregate)
+        .protocol(protocol)
         .dropped_metric("zz.dropped")
         .build()
         .map_err(|e| e.to_string())?;
@@ -528,14 +559,14 @@ fn check_sink(
     drop(sink);
     let packets = rx.until_closed();
     let mut daemon = Daemon::default();
-    read_packets(&packets, max, &mut daemon)?;
+    read_packets(&packets, max, protocol, &mut daemon)?;
     let reported = daemon.counters.remove("zz.dropped|#").unwrap_or(0.0);
     if reported != invalid as f64 {
         return Err(format!("reported {reported} dropped, {invalid} invalid"));
     }
     expected
         .check(&daemon)
-        .map_err(|e| format!("aggregate {aggregate}, max {max}: {e}; packets {packets:?}"))
+        .map_err(|e| format!("{protocol}, max {max}: {e}; packets {packets:?}"))
 }
 
 #[test]
@@ -557,8 +588,8 @@ fn nasty_corpus() {
         // Every line twice: sums and unions over repeated keys.
         let twice: Vec<String> = all.iter().chain(&all).cloned().collect();
         check_pipeline(&twice, max, &[]).unwrap_or_else(|e| panic!("{e}"));
-        for aggregate in [true, false] {
-            check_sink(&twice, max, aggregate, 100_000).unwrap_or_else(|e| panic!("{e}"));
+        for protocol in [Protocol::Plain, Protocol::Etsy, Protocol::DogStatsd] {
+            check_sink(&twice, max, protocol, 100_000).unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }
@@ -605,11 +636,15 @@ proptest! {
     fn fuzz_sink(
         lines in prop::collection::vec(line_text(), 0..60),
         max in packet_size(),
-        aggregate in any::<bool>(),
+        protocol in prop_oneof![
+            Just(Protocol::Plain),
+            Just(Protocol::Etsy),
+            Just(Protocol::DogStatsd)
+        ],
         max_values in prop_oneof![1usize..8, Just(100_000usize)],
     ) {
         if !SINK_DEADLINE.passed() {
-            check_sink(&lines, max, aggregate, max_values).map_err(TestCaseError::fail)?;
+            check_sink(&lines, max, protocol, max_values).map_err(TestCaseError::fail)?;
         }
     }
 }

@@ -19,7 +19,7 @@ use super::flusher::{Control, Core, Flusher};
 use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
-use super::Source;
+use super::{Protocol, Source};
 use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES, DEFAULT_MAX_UDP_SIZE};
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
@@ -58,18 +58,18 @@ const HARD_LIMIT_FACTOR: usize = 64;
 /// ```
 ///
 /// Customised: a 10 second window (statsd's own default flush interval),
-/// jumbo packets over a private network, every timer value kept, and one
-/// value per line.
+/// jumbo packets over a private network, every timer value kept, and Etsy
+/// StatsD's multi-value lines.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_statsd::sink::{AggregatingSink, TcpSink};
+/// use tower_statsd::sink::{AggregatingSink, Protocol, TcpSink};
 ///
 /// let sink = AggregatingSink::builder(TcpSink::new("statsd", 8125))
 ///     .flush_interval(Duration::from_secs(10))
 ///     .max_packet_size(8_192)
 ///     .max_timer_samples(0)
-///     .aggregate(false)
+///     .protocol(Protocol::Etsy)
 ///     .dropped_metric("myapp.tower_statsd.dropped")
 ///     .build()?;
 /// assert_eq!(sink.dropped(), 0);
@@ -109,7 +109,7 @@ impl AggregatingSink {
             max_packet_size: DEFAULT_MAX_UDP_SIZE,
             max_buffered_values: 4_096,
             max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
-            aggregate: true,
+            protocol: Protocol::default(),
             dropped_metric: "tower_statsd.dropped".to_owned(),
         }
     }
@@ -250,7 +250,7 @@ pub struct AggregatingSinkBuilder {
     max_packet_size: usize,
     max_buffered_values: usize,
     max_timer_samples: usize,
-    aggregate: bool,
+    protocol: Protocol,
     dropped_metric: String,
 }
 
@@ -261,7 +261,7 @@ impl fmt::Debug for AggregatingSinkBuilder {
             .field("max_packet_size", &self.max_packet_size)
             .field("max_buffered_values", &self.max_buffered_values)
             .field("max_timer_samples", &self.max_timer_samples)
-            .field("aggregate", &self.aggregate)
+            .field("protocol", &self.protocol)
             .field("dropped_metric", &self.dropped_metric)
             .finish_non_exhaustive()
     }
@@ -300,12 +300,11 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// Whether values of one name share a line (default `true`, statsd's
-    /// `key:1|ms:2|ms`). With `false` every value is its own line, for
-    /// servers that read no multi-value lines; counters are still summed and
-    /// set members de-duplicated per window.
-    pub fn aggregate(mut self, aggregate: bool) -> Self {
-        self.aggregate = aggregate;
+    /// How the values of one name are packed (default [`Protocol::Plain`],
+    /// one a line, which every StatsD server reads). Counters are summed and
+    /// set members de-duplicated per window in every dialect.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -326,7 +325,7 @@ impl AggregatingSinkBuilder {
             sources: Mutex::default(),
         });
         let mut writer = PacketWriter::new(self.transport, self.max_packet_size, packets.clone());
-        writer.pack(self.aggregate);
+        writer.protocol(self.protocol);
         let flusher = Flusher {
             core: core.clone(),
             writer,
@@ -369,7 +368,9 @@ mod tests {
         configure: impl FnOnce(AggregatingSinkBuilder) -> AggregatingSinkBuilder,
     ) -> (Packets, AggregatingSink) {
         let (rx, spy) = spy();
-        let builder = AggregatingSink::builder(spy).flush_interval(Duration::from_secs(3600));
+        let builder = AggregatingSink::builder(spy)
+            .flush_interval(Duration::from_secs(3600))
+            .protocol(Protocol::Etsy);
         (rx, configure(builder).build().unwrap())
     }
 
@@ -466,7 +467,7 @@ mod tests {
 
     #[test]
     fn without_packing_every_value_is_its_own_line() {
-        let (rx, sink) = spy_sink(|b| b.aggregate(false));
+        let (rx, sink) = spy_sink(|b| b.protocol(Protocol::Plain));
         let statsd = StatsdClient::from_sink("p", sink.clone());
         workload(&statsd);
         assert!(sink.flush());

@@ -288,7 +288,8 @@ pub(crate) fn tags_len(tags: &str) -> usize {
     }
 }
 
-fn write_rate(out: &mut String, rate: f64) {
+/// Writes `|@rate` when the rate is below 1.
+pub(crate) fn write_rate(out: &mut String, rate: f64) {
     if rate < 1.0 {
         out.push_str("|@");
         write_number(out, rate);
@@ -307,7 +308,7 @@ fn write_number(out: &mut String, value: f64) {
 /// Whole microseconds are written with integer arithmetic: this runs once per
 /// timer value on the worker, and float formatting with a precision costs
 /// several times more.
-fn write_ms(out: &mut String, ms: f64) {
+pub(crate) fn write_ms(out: &mut String, ms: f64) {
     let micros = (ms * 1000.0).round();
     if micros.abs() < 1e15 {
         // Exact: |micros| < 2^53, so the cast and the split lose nothing.

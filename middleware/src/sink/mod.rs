@@ -15,6 +15,7 @@
 //! - `aggregate`: one window of handler metrics (counters summed, sets
 //!   de-duplicated, timers sampled, gauges folded);
 //! - `sample`: a timer's bounded sample with exact counts;
+//! - `protocol`: the wire dialects ([`Protocol`]): how a name's values are packed;
 //! - `packet`: `\n`-joined lines in packets of at most `max_packet_size`
 //!   bytes, a long multi-value line split under the same name;
 //! - `transport`: [`UdpSink`] (lazy, retried DNS) and [`TcpSink`] (lazy,
@@ -43,10 +44,10 @@
 //!
 //! ```
 //! use cadence::{Counted, SpyMetricSink, StatsdClient, Timed};
-//! use tower_statsd::sink::AggregatingSink;
+//! use tower_statsd::sink::{AggregatingSink, Protocol};
 //!
 //! let (packets, spy) = SpyMetricSink::new();
-//! let sink = AggregatingSink::builder(spy).aggregate(false).max_packet_size(1432).build()?;
+//! let sink = AggregatingSink::builder(spy).protocol(Protocol::Plain).max_packet_size(1432).build()?;
 //! let statsd = StatsdClient::from_sink("app", sink.clone());
 //! statsd.count("jobs", 3).ok();
 //! statsd.count("jobs", 4).ok();
@@ -67,6 +68,7 @@ mod fuzz;
 mod handle;
 mod line;
 mod packet;
+mod protocol;
 mod sample;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -77,6 +79,7 @@ pub use handle::{AggregatingSink, AggregatingSinkBuilder};
 #[cfg(test)]
 pub(crate) use packet::PacketStats;
 pub(crate) use packet::PacketWriter;
+pub use protocol::{Protocol, UnknownProtocol};
 pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
 pub use transport::{TcpSink, UdpSink};
 

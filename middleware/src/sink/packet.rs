@@ -19,8 +19,11 @@ use std::sync::Arc;
 
 use cadence::MetricSink;
 
-use super::line::{tags_len, write_field, write_metric, write_tags};
-use super::{Metric, Value};
+use super::line::{tags_len, write_field, write_metric, write_ms, write_rate, write_tags};
+use super::{Metric, Protocol, Value};
+
+/// Packet buffers kept for reuse: the outbox of a busy window.
+const MAX_FREE_BUFFERS: usize = 256;
 
 /// What the packet writer did, shared with the [`AggregatingSink`](super::AggregatingSink)
 /// handles so an application can read it.
@@ -43,10 +46,13 @@ pub(crate) struct PacketStats {
 pub(crate) struct PacketWriter {
     buf: String,
     outbox: VecDeque<String>,
+    /// Buffers of sent packets, cleared, for the next ones: a window's
+    /// packets reuse the memory of the last window's.
+    free: Vec<String>,
     scratch: String,
     max_packet_size: usize,
-    /// Whether values of one name share a line (`k:1|ms:2|ms`).
-    packed: bool,
+    /// How the values of one name are packed.
+    protocol: Protocol,
     transport: Box<dyn MetricSink + Send>,
     stats: Arc<PacketStats>,
 }
@@ -71,18 +77,18 @@ impl PacketWriter {
         Self {
             buf: String::with_capacity(max_packet_size),
             outbox: VecDeque::new(),
+            free: Vec::new(),
             scratch: String::new(),
             max_packet_size,
-            packed: true,
+            protocol: Protocol::default(),
             transport,
             stats,
         }
     }
 
-    /// Whether [`push_packed`](Self::push_packed) puts the values of one name
-    /// on one line (the default) or each on its own line.
-    pub(crate) fn pack(&mut self, packed: bool) {
-        self.packed = packed;
+    /// How [`push_packed`](Self::push_packed) writes the values of one name.
+    pub(crate) fn protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
     }
 
     /// Appends one metric as its own line (two lines for a negative absolute
@@ -112,20 +118,96 @@ impl PacketWriter {
         self.buf.push_str(entry);
     }
 
-    /// Writes `name:f1:f2:...|#tags`, one field per value (each `value|type[|@rate]`),
-    /// continuing on new lines of the same name when a packet is full.
+    /// Writes the values of one name (timer values, set members) in the
+    /// writer's dialect: one a line ([`Protocol::Plain`]), Etsy's
+    /// `name:f1:f2|#tags` ([`Protocol::Etsy`]), or DogStatsD's
+    /// `name:v1:v2|ms|@rate|#tags` ([`Protocol::DogStatsd`]); a line that
+    /// does not fit the packet continues on a new line of the same name.
     pub(crate) fn push_packed<'v>(
         &mut self,
         name: &str,
         tags: &str,
         values: impl IntoIterator<Item = Value<'v>>,
     ) {
-        if !self.packed {
-            for value in values {
-                self.push_metric(&Metric { name, tags, value });
+        match self.protocol {
+            Protocol::Plain => {
+                for value in values {
+                    self.push_metric(&Metric { name, tags, value });
+                }
             }
-            return;
+            Protocol::Etsy => self.push_etsy(name, tags, values),
+            Protocol::DogStatsd => self.push_dogstatsd(name, tags, values),
         }
+    }
+
+    /// DogStatsD 1.1: timer values of one sample rate share a line
+    /// (`name:1.5:2|ms|@0.5|#tags`); anything else is a line of its own.
+    fn push_dogstatsd<'v>(
+        &mut self,
+        name: &str,
+        tags: &str,
+        values: impl IntoIterator<Item = Value<'v>>,
+    ) {
+        let mut field = std::mem::take(&mut self.scratch);
+        let mut suffix = String::new();
+        // The rate of the open line, while one is open in `buf`.
+        let mut open: Option<f64> = None;
+        for value in values {
+            let Value::Timer { ms, rate } = value else {
+                self.close_dogstatsd(&mut open, &suffix);
+                self.push_metric(&Metric { name, tags, value });
+                continue;
+            };
+            field.clear();
+            write_ms(&mut field, ms);
+            if open == Some(rate)
+                && self.buf.len() + 1 + field.len() + suffix.len() <= self.max_packet_size
+            {
+                self.buf.push(':');
+                self.buf.push_str(&field);
+                continue;
+            }
+            self.close_dogstatsd(&mut open, &suffix);
+            suffix.clear();
+            suffix.push_str("|ms");
+            write_rate(&mut suffix, rate);
+            write_tags(&mut suffix, tags);
+            let line = name.len() + 1 + field.len() + suffix.len();
+            if !self.fits(line) {
+                self.send_buffered();
+            }
+            if line > self.max_packet_size {
+                let alone = format!("{name}:{field}{suffix}");
+                self.stats.oversized.fetch_add(1, Relaxed);
+                self.outbox.push_back(alone);
+                continue;
+            }
+            if !self.buf.is_empty() {
+                self.buf.push('\n');
+            }
+            self.buf.push_str(name);
+            self.buf.push(':');
+            self.buf.push_str(&field);
+            open = Some(rate);
+        }
+        self.close_dogstatsd(&mut open, &suffix);
+        self.scratch = field;
+    }
+
+    fn close_dogstatsd(&mut self, open: &mut Option<f64>, suffix: &str) {
+        if open.take().is_some() {
+            self.buf.push_str(suffix);
+        }
+    }
+
+    /// Etsy's multi-value lines: `name:f1:f2:...|#tags`, one field per value
+    /// (each `value|type[|@rate]`).
+    fn push_etsy<'v>(
+        &mut self,
+        name: &str,
+        tags: &str,
+        values: impl IntoIterator<Item = Value<'v>>,
+    ) {
         let suffix = tags_len(tags);
         let mut field = std::mem::take(&mut self.scratch);
         // While a line is open, `buf.len() + suffix <= max_packet_size`.
@@ -179,10 +261,14 @@ impl PacketWriter {
     /// Sends at most `max` packets from the outbox; returns how many remain.
     pub(crate) fn send_pending(&mut self, max: usize) -> usize {
         for _ in 0..max {
-            let Some(packet) = self.outbox.pop_front() else {
+            let Some(mut packet) = self.outbox.pop_front() else {
                 break;
             };
             self.emit(&packet);
+            if self.free.len() < MAX_FREE_BUFFERS && packet.capacity() <= self.max_packet_size {
+                packet.clear();
+                self.free.push(packet);
+            }
         }
         self.outbox.len()
     }
@@ -215,7 +301,11 @@ impl PacketWriter {
         if self.buf.is_empty() {
             return;
         }
-        let packet = std::mem::replace(&mut self.buf, String::with_capacity(self.max_packet_size));
+        let next = self
+            .free
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(self.max_packet_size));
+        let packet = std::mem::replace(&mut self.buf, next);
         self.outbox.push_back(packet);
     }
 

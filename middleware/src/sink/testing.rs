@@ -195,3 +195,24 @@ pub(crate) fn daemon(packets: &[String]) -> Daemon {
     }
     daemon
 }
+
+/// A DogStatsD 1.1 packet in Etsy's spelling, for [`Daemon::read`]: each
+/// value of `name:v1:v2|type|@rate|#tags` on a line of its own,
+/// `name:v1|type|@rate|#tags`.
+pub(crate) fn dogstatsd_as_etsy(packet: &str) -> String {
+    packet
+        .split('\n')
+        .map(|line| {
+            let (head, rest) = line.split_once('|').unwrap_or((line, ""));
+            let Some((name, values)) = head.split_once(':') else {
+                return line.to_owned();
+            };
+            values
+                .split(':')
+                .map(|value| format!("{name}:{value}|{rest}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -26,7 +26,7 @@ use crate::user::UserToken;
 
 /// Distinct users a shard's window holds before it asks the flusher to
 /// send it early; memory stays bounded and no member is dropped.
-pub(super) const EARLY_FLUSH_MEMBERS: usize = 4_096;
+pub(super) const EARLY_FLUSH_MEMBERS: usize = 1_024;
 
 /// Past this many members (the flusher far behind), further new members
 /// of the window are dropped and counted rather than held.
@@ -208,23 +208,27 @@ impl RouteStats {
             }
             std::mem::swap(&mut *window, &mut *spare);
             drop(window);
+            if let Some(set) = &self.names.user_set {
+                // Each shard's members as they are, without a union first: a
+                // user seen on two cores is sent twice, and the daemon's set
+                // counts it once.
+                out.push_packed(
+                    set,
+                    "",
+                    spare.members.iter().map(|m| Value::Set(m.as_str())),
+                );
+            }
+            spare.members.clear();
             merged.add(&mut spare);
         }
         drop(spare);
         self.write_in_flight(out, in_flight);
-        if merged.counts.is_empty() && merged.members.is_empty() {
+        if merged.counts.is_empty() {
             return;
         }
         match self.names.mode {
             NamingMode::Hierarchical => self.write_hierarchical(out, merged),
             NamingMode::Tagged => self.write_tagged(out, merged),
-        }
-        if let Some(set) = &self.names.user_set {
-            out.push_packed(
-                set,
-                "",
-                merged.members.iter().map(|m| Value::Set(m.as_str())),
-            );
         }
         if merged.refused > 0 {
             self.control.count_dropped(merged.refused);
@@ -333,7 +337,6 @@ impl RouteStats {
 pub(crate) struct Merged {
     counts: Vec<(Key, Count)>,
     timers: Vec<(Series, Vec<Value<'static>>)>,
-    members: HashSet<UserToken, FxBuildHasher>,
     refused: u64,
 }
 
@@ -341,7 +344,6 @@ impl Merged {
     fn clear(&mut self) {
         self.counts.clear();
         self.timers.clear();
-        self.members.clear();
         self.refused = 0;
     }
 
@@ -367,7 +369,6 @@ impl Merged {
             // Each value keeps the rate of its own shard's sample.
             self.timers[at].1.extend(sample.drain());
         }
-        self.members.extend(window.members.drain());
         self.refused += std::mem::take(&mut window.refused);
     }
 }

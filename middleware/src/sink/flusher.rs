@@ -11,14 +11,15 @@ use super::aggregate::Aggregator;
 use super::packet::PacketWriter;
 use super::{Metric, Source, Value};
 
-/// At most this many packets leave at once; more are spread over half a
-/// window, because a burst of thousands of datagrams overflows the daemon's
-/// socket receive buffer while it is still parsing the first ones.
+/// At most this many packets leave at once (16 KB at the default 512 bytes,
+/// far below a daemon's default 208 KB socket buffer); more are spread over
+/// half a window, because a burst of thousands of datagrams overflows that
+/// buffer while the daemon is still parsing the first ones.
 const BURST: usize = 32;
 
-/// Past this many waiting packets, early drains of a huge window send their
-/// excess at once instead of letting the outbox grow.
-const MAX_PENDING_PACKETS: usize = 1_024;
+/// Past this many waiting packets (32 MB at 512 bytes: a daemon far slower
+/// than the application), the excess is sent at once rather than held.
+const MAX_PENDING_PACKETS: usize = 65_536;
 
 /// How the handles, the sources and the flusher thread talk: requests to
 /// the thread, and the count of metrics dropped anywhere.
@@ -181,10 +182,7 @@ pub(super) struct Flusher {
     pub(super) flush_interval: Duration,
     pub(super) dropped_metric: String,
     pub(super) reported_dropped: u64,
-    /// Packets to send per step while the outbox empties, and the time
-    /// between steps (see [`Flusher::pace`]).
-    pub(super) burst: usize,
-    pub(super) step: Duration,
+    /// When the next packets leave (see [`Flusher::send_some`]).
     pub(super) next_send: Instant,
 }
 
@@ -209,7 +207,7 @@ impl Flusher {
                 }
                 Wake::Early => {
                     self.drain();
-                    self.pace();
+                    self.next_send = Instant::now();
                 }
                 Wake::Time => {}
             }
@@ -217,12 +215,11 @@ impl Flusher {
             if now >= window_end {
                 self.drain();
                 self.writer.seal();
-                self.pace();
                 window_end = now + self.flush_interval;
+                self.next_send = now;
             }
-            if self.writer.pending() > 0 && now >= self.next_send {
-                self.writer.send_pending(self.burst);
-                self.next_send = now + self.step;
+            if now >= self.next_send {
+                self.send_some(now);
             }
         }
     }
@@ -233,17 +230,23 @@ impl Flusher {
         self.writer.flush();
     }
 
-    /// Spreads the waiting packets over half a window from now, `BURST` at
-    /// a time.
-    fn pace(&mut self) {
+    /// Sends `BURST` packets and sets the time of the next ones, so that
+    /// what waits leaves within half a window: the more waits, the shorter
+    /// the gap. The sending rate follows the rate packets are made at (it
+    /// is the outbox divided by half a window), and no burst is larger than
+    /// `BURST` unless the outbox passes `MAX_PENDING_PACKETS`.
+    fn send_some(&mut self, now: Instant) {
         let pending = self.writer.pending();
         if pending > MAX_PENDING_PACKETS {
             self.writer.send_pending(pending - MAX_PENDING_PACKETS);
         }
-        let steps = self.writer.pending().div_ceil(BURST).max(1) as u32;
-        self.burst = BURST;
-        self.step = self.flush_interval / 2 / steps;
-        self.next_send = Instant::now();
+        let left = self.writer.send_pending(BURST);
+        let gap = if left == 0 {
+            Duration::ZERO
+        } else {
+            (self.flush_interval / 2).mul_f64(BURST as f64 / left.max(BURST) as f64)
+        };
+        self.next_send = now + gap;
     }
 
     /// Writes every source, the handlers' window and the dropped count into

@@ -333,8 +333,6 @@ impl AggregatingSinkBuilder {
             flush_interval: self.flush_interval,
             dropped_metric: self.dropped_metric,
             reported_dropped: 0,
-            burst: 0,
-            step: Duration::ZERO,
             next_send: Instant::now(),
         };
         let thread = thread::Builder::new()

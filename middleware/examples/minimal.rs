@@ -32,6 +32,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // Every answered request is counted: send what is still buffered.
-    tokio::task::spawn_blocking(move || statsd.flush()).await?;
+    statsd.flush_async().await;
     Ok(())
 }

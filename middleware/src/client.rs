@@ -21,7 +21,9 @@ use crate::sink::{AggregatingSink, TcpSink, UdpSink};
 /// A StatsD client with client-side aggregation, and the factory of
 /// [`StatsdLayer`]s.
 ///
-/// Cheap to clone; every clone feeds the same background sender. It
+/// Cheap to clone; every clone feeds the same background flusher. Dropping
+/// the last clone sends what is left and **blocks** until it is written (at
+/// most five seconds): drop it after `flush_async().await` in async code. It
 /// dereferences to cadence's [`StatsdClient`], so all of cadence's metric
 /// traits work on it:
 ///
@@ -94,11 +96,31 @@ impl Statsd {
         &self.inner.prefix
     }
 
-    /// Sends everything buffered now and waits until it is written (at most
-    /// five seconds). Call it on graceful shutdown, after the server has
-    /// stopped taking requests. Returns `false` on timeout.
+    /// Sends everything buffered now and **blocks** until it is written (at
+    /// most five seconds). Call it on graceful shutdown, after the server has
+    /// stopped taking requests; in async code prefer
+    /// [`flush_async`](Self::flush_async). Returns `false` on timeout.
     pub fn flush(&self) -> bool {
         self.inner.sink.flush()
+    }
+
+    /// Sends everything buffered now; the future is ready (`true`) when it
+    /// is written, without blocking the executor. No time limit of its own:
+    /// wrap it in your runtime's timeout.
+    ///
+    /// ```
+    /// # async fn shutdown(statsd: tower_statsd::Statsd) {
+    /// statsd.flush_async().await;
+    /// # }
+    /// ```
+    pub fn flush_async(&self) -> crate::sink::FlushFuture {
+        self.inner.sink.flush_async()
+    }
+
+    /// The cadence client behind this handle (also reachable through
+    /// `Deref`, so `statsd.count(..)` works with cadence's traits in scope).
+    pub fn client(&self) -> &StatsdClient {
+        &self.inner.client
     }
 
     /// Changes a gauge by `delta` (`key:+3|g`) instead of setting it.
@@ -135,8 +157,8 @@ impl Statsd {
     /// let rows = statsd.time_future("db.query", async { 3 }).await;
     /// # }
     /// ```
-    pub fn time_future<F: Future>(&self, key: &str, future: F) -> Timed<F> {
-        Timed {
+    pub fn time_future<F: Future>(&self, key: &str, future: F) -> TimedFuture<F> {
+        TimedFuture {
             inner: future,
             statsd: self.clone(),
             key: key.into(),
@@ -233,7 +255,7 @@ impl StatsdBuilder {
         };
         let sink = AggregatingSink::builder(transport)
             .flush_interval(self.flush_interval)
-            .max_packet_size(self.max_udp_size)
+            .max_packet_size(self.max_packet_size)
             .max_timer_samples(self.max_timer_samples)
             .protocol(self.protocol)
             .dropped_metric(dropped)
@@ -273,7 +295,7 @@ pin_project! {
     /// A future timed by [`Statsd::time_future`].
     #[derive(Debug)]
     #[must_use = "futures do nothing unless polled"]
-    pub struct Timed<F> {
+    pub struct TimedFuture<F> {
         #[pin]
         inner: F,
         statsd: Statsd,
@@ -282,7 +304,7 @@ pin_project! {
     }
 }
 
-impl<F: Future> Future for Timed<F> {
+impl<F: Future> Future for TimedFuture<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {

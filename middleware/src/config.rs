@@ -82,7 +82,7 @@ pub enum ConfigError {
 /// | [`host`](Self::host) | `STATSD_HOST` | `localhost` |
 /// | [`port`](Self::port) | `STATSD_PORT` | `8125` |
 /// | [`prefix`](Self::prefix) | `STATSD_PREFIX` | none |
-/// | [`max_udp_size`](Self::max_udp_size) | `STATSD_MAXUDPSIZE` | `512` |
+/// | [`max_packet_size`](Self::max_packet_size) | `STATSD_MAXUDPSIZE` | `512` |
 /// | [`ipv6`](Self::ipv6) | `STATSD_IPV6` | `0` |
 /// | [`flush_interval`](Self::flush_interval) | `STATSD_FLUSH_MS` | `1000` |
 /// | [`max_timer_samples`](Self::max_timer_samples) | `STATSD_MAX_TIMER_SAMPLES` | `1024` |
@@ -108,7 +108,7 @@ pub struct StatsdBuilder {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) prefix: String,
-    pub(crate) max_udp_size: usize,
+    pub(crate) max_packet_size: usize,
     pub(crate) ipv6: bool,
     pub(crate) flush_interval: Duration,
     pub(crate) max_timer_samples: usize,
@@ -123,7 +123,7 @@ impl Default for StatsdBuilder {
             host: "localhost".to_owned(),
             port: 8125,
             prefix: String::new(),
-            max_udp_size: DEFAULT_MAX_UDP_SIZE,
+            max_packet_size: DEFAULT_MAX_UDP_SIZE,
             ipv6: false,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
@@ -196,7 +196,7 @@ impl StatsdBuilder {
             self.prefix = prefix;
         }
         if let Some(size) = env.maxudpsize {
-            self.max_udp_size = size;
+            self.max_packet_size = size;
         }
         if let Some(v) = env.ipv6 {
             self.ipv6 = flag("STATSD_IPV6", v)?;
@@ -263,9 +263,11 @@ impl StatsdBuilder {
         self
     }
 
-    /// Largest packet sent, in bytes (default 512).
-    pub fn max_udp_size(mut self, size: usize) -> Self {
-        self.max_udp_size = size;
+    /// Largest packet sent, in bytes (default 512, pystatsd's
+    /// `STATSD_MAXUDPSIZE`; at least [`MIN_MAX_UDP_SIZE`], or `build` fails
+    /// with [`ConfigError::MaxUdpSizeTooSmall`]).
+    pub fn max_packet_size(mut self, size: usize) -> Self {
+        self.max_packet_size = size;
         self
     }
 
@@ -323,8 +325,8 @@ impl StatsdBuilder {
                 return Err(ConfigError::ZeroPort);
             }
         }
-        if self.max_udp_size < MIN_MAX_UDP_SIZE {
-            return Err(ConfigError::MaxUdpSizeTooSmall(self.max_udp_size));
+        if self.max_packet_size < MIN_MAX_UDP_SIZE {
+            return Err(ConfigError::MaxUdpSizeTooSmall(self.max_packet_size));
         }
         if self.flush_interval.is_zero() {
             return Err(ConfigError::ZeroFlushInterval);
@@ -348,7 +350,7 @@ mod tests {
     fn pystatsd_names_and_defaults() {
         let b = env(&[]).unwrap();
         assert_eq!(
-            (b.host.as_str(), b.port, b.max_udp_size, b.ipv6),
+            (b.host.as_str(), b.port, b.max_packet_size, b.ipv6),
             ("localhost", 8125, 512, false)
         );
         let b = env(&[
@@ -367,7 +369,7 @@ mod tests {
         assert_eq!(b.host, "graphite");
         assert_eq!(b.port, 9125);
         assert_eq!(b.prefix, "statstest");
-        assert_eq!(b.max_udp_size, 1432);
+        assert_eq!(b.max_packet_size, 1432);
         assert!(b.ipv6);
         assert_eq!(b.flush_interval, Duration::from_millis(250));
         assert_eq!(b.naming, NamingMode::Tagged);
@@ -395,7 +397,7 @@ mod tests {
             .to_string();
         assert!(e.contains("STATSD_SOCKET"), "{e}");
         let e = StatsdBuilder::new()
-            .max_udp_size(10)
+            .max_packet_size(10)
             .validate()
             .unwrap_err()
             .to_string();

@@ -29,7 +29,7 @@ use crate::user::UserKey;
 ///         statsd
 ///             .layer()
 ///             .user_key(UserKey::query("id"), "user")
-///             .route_name("/users/{id}/posts", "posts_by_user"),
+///             .rename_route("/users/{id}/posts", "posts_by_user"),
 ///     );
 /// # Ok::<(), tower_statsd::ConfigError>(())
 /// ```
@@ -70,7 +70,7 @@ impl StatsdLayer {
     /// Names the route with this axum template `name` instead of the name
     /// derived from the template (`/users/{id}/posts` → `users._id.posts`).
     /// Dots in `name` make levels; other unsafe characters become `_`.
-    pub fn route_name(mut self, template: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn rename_route(mut self, template: impl Into<String>, name: impl Into<String>) -> Self {
         self.overrides.push((template.into(), name.into()));
         self.rebuild();
         self

@@ -67,7 +67,7 @@
 //!         statsd
 //!             .layer()
 //!             .user_key(UserKey::query("id"), "user")
-//!             .route_name("/users/{id}/posts", "posts"),
+//!             .rename_route("/users/{id}/posts", "posts"),
 //!     )
 //!     .layer(Extension(statsd.clone()));
 //! // On shutdown, after the server has stopped:
@@ -88,7 +88,7 @@ pub mod sink;
 mod user;
 
 pub use body::ResponseBody;
-pub use client::{Statsd, Timed, TimerGuard};
+pub use client::{Statsd, TimedFuture, TimerGuard};
 pub use config::{
     ConfigError, StatsdBuilder, Transport, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES,
     DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE,

@@ -18,8 +18,8 @@
 //! ```
 //!
 //! cadence's `Timed` trait comes in unnamed (`as _`): its methods are in
-//! scope, while the name [`Timed`](crate::Timed) stays the future that
-//! [`Statsd::time_future`] returns.
+//! scope, and the name stays free for the application's own use. (Our timed
+//! future is [`TimedFuture`](crate::TimedFuture).)
 
 pub use crate::{Statsd, StatsdLayer, UserKey};
 

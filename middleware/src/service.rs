@@ -40,6 +40,21 @@ impl<S> StatsdService<S> {
         }
     }
 
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     fn route(&self, template: Option<&str>) -> Arc<RouteStats> {
         let state = &*self.state;
         if let (Some(template), Some((cached, stats))) = (template, state.route.get()) {

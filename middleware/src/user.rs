@@ -46,7 +46,7 @@ type Extract = dyn Fn(&Parts) -> Option<Cow<'_, str>> + Send + Sync;
 /// // The tutorial's `/user?id=123`.
 /// let from_query = UserKey::query("id");
 /// // A header set by a gateway, hashed with a secret so raw ids stay private.
-/// let private = UserKey::header("x-user-id").keyed_hash([7; 16]);
+/// let private = UserKey::header(http::HeaderName::from_static("x-user-id")).keyed_hash([7; 16]);
 /// ```
 #[derive(Clone)]
 pub struct UserKey {
@@ -82,15 +82,9 @@ impl UserKey {
         Self::with_source(Source::Query(name.into().into_boxed_str()))
     }
 
-    /// The value of header `name`.
-    ///
-    /// # Panics
-    ///
-    /// If `name` is not a valid header name; this is a programming error
-    /// caught at start-up, never on a request.
-    pub fn header(name: &str) -> Self {
-        let name = HeaderName::try_from(name)
-            .unwrap_or_else(|_| panic!("`{name}` is not a valid HTTP header name"));
+    /// The value of header `name` (a [`HeaderName`]: a valid name by
+    /// construction, `HeaderName::from_static("x-user-id")` for a constant).
+    pub fn header(name: HeaderName) -> Self {
         Self::with_source(Source::Header(name))
     }
 
@@ -251,7 +245,7 @@ mod tests {
 
     #[test]
     fn header_and_keyed_hash() {
-        let header = UserKey::header("x-user");
+        let header = UserKey::header(HeaderName::from_static("x-user"));
         let token = header.token(&parts("/")).unwrap();
         assert!(token.as_str().starts_with('h'));
         let keyed = UserKey::query("id").keyed_hash([1; 16]);

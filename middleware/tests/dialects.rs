@@ -43,7 +43,7 @@ async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
         .prefix("app")
         .protocol(protocol)
         .naming(naming)
-        .max_udp_size(1432)
+        .max_packet_size(1432)
         .flush_interval(Duration::from_secs(3600))
         .build_with(spy)
         .unwrap();

@@ -490,7 +490,7 @@ fn prefixes_overrides_and_set_names_stay_inside_their_names() {
                     statsd
                         .layer()
                         .user_key(UserKey::query("id"), set.clone())
-                        .route_name("/named/{id}", name.clone()),
+                        .rename_route("/named/{id}", name.clone()),
                 );
             let requests = [
                 "/".to_owned(),
@@ -622,7 +622,10 @@ fn hostile_requests_with_a_query_user_key_emit_only_documented_lines() {
 
 #[test]
 fn hostile_requests_with_a_header_user_key_emit_only_documented_lines() {
-    only_documented_lines(UserKey::header("x-user-id"), header_request());
+    only_documented_lines(
+        UserKey::header(http::HeaderName::from_static("x-user-id")),
+        header_request(),
+    );
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn app(statsd: &Statsd) -> Router {
             statsd
                 .layer()
                 .user_key(UserKey::query("id"), "user")
-                .route_name("/renamed/{id}", "custom.name"),
+                .rename_route("/renamed/{id}", "custom.name"),
         )
         .layer(Extension(statsd.clone()))
 }

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::aggregate::Aggregator;
@@ -37,6 +38,8 @@ struct State {
     early: bool,
     closing: bool,
     exited: bool,
+    /// Async flushes waiting, with the flush each waits for.
+    waiting: Vec<(u64, Waker)>,
 }
 
 /// Why the flusher woke.
@@ -86,6 +89,37 @@ impl Control {
         state.flushes_done >= ticket
     }
 
+    /// Asks for everything to be sent now, without waiting: the ticket to
+    /// poll with [`poll_flushed`](Self::poll_flushed), `None` when the
+    /// flusher is gone.
+    pub(crate) fn ask_flush(&self) -> Option<u64> {
+        let mut state = self.lock();
+        if state.exited {
+            return None;
+        }
+        state.flushes_asked += 1;
+        let ticket = state.flushes_asked;
+        self.changed.notify_all();
+        Some(ticket)
+    }
+
+    /// Whether flush `ticket` is done (`true`) or never will be (`false`);
+    /// pending otherwise, and `cx` is woken when it is.
+    pub(crate) fn poll_flushed(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.lock();
+        if state.flushes_done >= ticket {
+            return Poll::Ready(true);
+        }
+        if state.exited {
+            return Poll::Ready(false);
+        }
+        match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => state.waiting.push((ticket, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
     /// Tells the flusher to send everything and exit; waits for it up to
     /// `timeout`.
     pub(crate) fn close(&self, timeout: Duration) {
@@ -133,12 +167,20 @@ impl Control {
     fn flushed(&self, ticket: u64) {
         let mut state = self.lock();
         state.flushes_done = state.flushes_done.max(ticket);
+        let done = state.flushes_done;
+        let ready: Vec<Waker> = extract(&mut state.waiting, |(t, _)| *t <= done);
         self.changed.notify_all();
+        drop(state);
+        ready.into_iter().for_each(Waker::wake);
     }
 
     fn exited(&self) {
-        self.lock().exited = true;
+        let mut state = self.lock();
+        state.exited = true;
+        let all: Vec<Waker> = extract(&mut state.waiting, |_| true);
         self.changed.notify_all();
+        drop(state);
+        all.into_iter().for_each(Waker::wake);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -151,6 +193,20 @@ impl Control {
             .unwrap_or_else(PoisonError::into_inner)
             .0
     }
+}
+
+/// Takes the wakers of the entries that `done` selects out of `waiting`.
+fn extract(waiting: &mut Vec<(u64, Waker)>, done: impl Fn(&(u64, Waker)) -> bool) -> Vec<Waker> {
+    let mut ready = Vec::new();
+    let mut i = 0;
+    while i < waiting.len() {
+        if done(&waiting[i]) {
+            ready.push(waiting.swap_remove(i).1);
+        } else {
+            i += 1;
+        }
+    }
+    ready
 }
 
 /// What the handles and the flusher share.

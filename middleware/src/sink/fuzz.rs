@@ -540,7 +540,7 @@ fn check_sink(
     let (rx, transport) = spy();
     let sink = AggregatingSink::builder(transport)
         .flush_interval(Duration::from_secs(3600))
-        .max_packet_size(max)
+        .tiny_packets(max)
         .max_timer_samples(0)
         .max_buffered_values(max_values)
         .protocol(protocol)

@@ -20,7 +20,9 @@ use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
 use super::{Protocol, Source};
-use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES, DEFAULT_MAX_UDP_SIZE};
+use crate::config::{
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE,
+};
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the flusher.
@@ -111,6 +113,7 @@ impl AggregatingSink {
             max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
             protocol: Protocol::default(),
             dropped_metric: "tower_statsd.dropped".to_owned(),
+            check_packet_size: true,
         }
     }
 
@@ -119,6 +122,22 @@ impl AggregatingSink {
     /// flusher did not finish in time (or is gone).
     pub fn flush(&self) -> bool {
         self.handle.core.control.flush(FLUSH_TIMEOUT)
+    }
+
+    /// Like [`flush`](Self::flush), without blocking: a future that is ready
+    /// (`true`) once the transport has been given every packet aggregated
+    /// before the call, or `false` if the flusher is gone. It has no time
+    /// limit of its own: wrap it in your runtime's timeout.
+    ///
+    /// ```
+    /// # async fn shutdown(sink: tower_statsd::sink::AggregatingSink) {
+    /// let sent = sink.flush_async().await;
+    /// # }
+    /// ```
+    pub fn flush_async(&self) -> FlushFuture {
+        let control = self.handle.core.control.clone();
+        let ticket = control.ask_flush();
+        FlushFuture { control, ticket }
     }
 
     /// Metrics dropped since the start: a cadence client's line was
@@ -164,6 +183,30 @@ impl AggregatingSink {
     /// Values kept per timer and window before sampling; 0 = no cap.
     pub(crate) fn timer_cap(&self) -> usize {
         self.handle.timer_cap
+    }
+}
+
+/// The future of [`AggregatingSink::flush_async`] (and
+/// [`Statsd::flush_async`](crate::Statsd::flush_async)).
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct FlushFuture {
+    control: Arc<Control>,
+    /// `None`: the flusher was already gone.
+    ticket: Option<u64>,
+}
+
+impl std::future::Future for FlushFuture {
+    type Output = bool;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        match self.ticket {
+            Some(ticket) => self.control.poll_flushed(ticket, cx),
+            None => std::task::Poll::Ready(false),
+        }
     }
 }
 
@@ -252,6 +295,7 @@ pub struct AggregatingSinkBuilder {
     max_timer_samples: usize,
     protocol: Protocol,
     dropped_metric: String,
+    check_packet_size: bool,
 }
 
 impl fmt::Debug for AggregatingSinkBuilder {
@@ -276,10 +320,19 @@ impl AggregatingSinkBuilder {
     }
 
     /// Largest packet in bytes (default 512, pystatsd's `STATSD_MAXUDPSIZE`,
-    /// safe on any network). A single line longer than this is still sent,
-    /// alone.
+    /// safe on any network; at least [`MIN_MAX_UDP_SIZE`](crate::MIN_MAX_UDP_SIZE),
+    /// or [`build`](Self::build) fails). A single line longer than this is
+    /// still sent, alone.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        self.max_packet_size = bytes;
+        self
+    }
+
+    /// Any packet size, even one no line fits in: for tests of the packing.
+    #[cfg(test)]
+    pub(crate) fn tiny_packets(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes.max(1);
+        self.check_packet_size = false;
         self
     }
 
@@ -315,9 +368,20 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// Starts the flusher thread (`tower-statsd`). Fails only if the thread
-    /// cannot be spawned.
+    /// Starts the flusher thread (`tower-statsd`). Fails if the packet size
+    /// is below [`MIN_MAX_UDP_SIZE`](crate::MIN_MAX_UDP_SIZE) (one metric
+    /// line must fit) or the thread cannot be spawned.
     pub fn build(self) -> io::Result<AggregatingSink> {
+        if self.check_packet_size && self.max_packet_size < MIN_MAX_UDP_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "max packet size {} is too small: use at least {MIN_MAX_UDP_SIZE} bytes \
+                     (default 512)",
+                    self.max_packet_size
+                ),
+            ));
+        }
         let packets = Arc::new(PacketStats::default());
         let core = Arc::new(Core {
             control: Arc::default(),
@@ -501,7 +565,7 @@ mod tests {
         let sink = AggregatingSink::builder(Gate(Mutex::new(gate), spy))
             .flush_interval(Duration::from_secs(3600))
             .max_buffered_values(1)
-            .max_packet_size(1)
+            .tiny_packets(1)
             .build()
             .unwrap();
         // The flusher drains this window early and blocks sending it.
@@ -534,6 +598,32 @@ mod tests {
     }
 
     #[test]
+    fn an_async_flush_waits_without_blocking() {
+        let (rx, sink) = spy_sink(|b| b);
+        sink.emit("a:1|c").unwrap();
+        let flush = sink.flush_async();
+        // Driven by a runtime that has nothing else: the flusher wakes it.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let sent =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), flush).await });
+        assert_eq!(sent, Ok(true));
+        assert_eq!(received(&rx), ["a:1|c"]);
+    }
+
+    #[test]
+    fn a_packet_size_no_line_fits_in_is_refused() {
+        let error = AggregatingSink::builder(cadence::NopMetricSink)
+            .max_packet_size(10)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("at least 64"), "{error}");
+    }
+
+    #[test]
     fn invalid_lines_are_counted_as_dropped() {
         let (rx, sink) = spy_sink(|b| b.dropped_metric("p.tower_statsd.dropped"));
         assert!(sink.emit("bad line").is_err());
@@ -561,7 +651,7 @@ mod tests {
 
     #[test]
     fn a_full_window_is_sent_early() {
-        let (rx, sink) = spy_sink(|b| b.max_buffered_values(10).max_packet_size(40));
+        let (rx, sink) = spy_sink(|b| b.max_buffered_values(10).tiny_packets(40));
         for i in 0..25 {
             sink.emit(&format!("t:{i}|ms")).unwrap();
         }

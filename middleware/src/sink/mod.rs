@@ -75,7 +75,7 @@ pub(crate) mod testing;
 mod transport;
 
 pub(crate) use flusher::Control;
-pub use handle::{AggregatingSink, AggregatingSinkBuilder};
+pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
 #[cfg(test)]
 pub(crate) use packet::PacketStats;
 pub(crate) use packet::PacketWriter;

@@ -35,6 +35,9 @@ use tower::ServiceExt;
 use tower_statsd::prelude::*;
 use tower_statsd::{NamingMode, Protocol, Statsd};
 
+mod support;
+use support::daemon::{dogstatsd_as_etsy, Daemon};
+
 /// The lines of one window: 3 requests to `/` with two users, and a
 /// handler-style timer with a client-side sample rate, through `protocol`.
 async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
@@ -348,4 +351,40 @@ async fn plain_is_read_by_every_grammar_and_the_others_where_documented() {
     assert!(gostatsd("a:1|ms:2|ms").is_err());
     assert!(gostatsd("a:1|ms|#t:v").is_ok());
     assert!(telegraf("a:1|ms:2|ms|#t:v").is_ok());
+}
+
+/// What statsd 0.9 computes from `lines` (DogStatsD's packed values read as
+/// the single values they stand for).
+fn daemon_of(lines: &[String], protocol: Protocol) -> Daemon {
+    let mut daemon = Daemon::default();
+    for line in lines {
+        let line = match protocol {
+            Protocol::DogStatsd => dogstatsd_as_etsy(line),
+            _ => line.clone(),
+        };
+        daemon
+            .read(&line)
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+    }
+    daemon
+}
+
+#[tokio::test]
+async fn every_dialect_means_the_same_counts_to_the_daemon() {
+    for naming in [NamingMode::Hierarchical, NamingMode::Tagged] {
+        let plain = daemon_of(&window(Protocol::Plain, naming).await, Protocol::Plain);
+        for protocol in [Protocol::Etsy, Protocol::DogStatsd] {
+            let other = daemon_of(&window(protocol, naming).await, protocol);
+            assert_eq!(other.counters, plain.counters, "{protocol}, {naming:?}");
+            assert_eq!(other.sets, plain.sets, "{protocol}, {naming:?}");
+            assert_eq!(
+                other.timer_counts, plain.timer_counts,
+                "{protocol}, {naming:?}"
+            );
+        }
+        assert_eq!(
+            plain.timer_counts["app.db|#"], 4.0,
+            "3 values, one at rate 0.5"
+        );
+    }
 }

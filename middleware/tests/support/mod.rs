@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

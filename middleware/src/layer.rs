@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use crate::naming::{Naming, NamingMode};
 use crate::record::{Routes, Shared};
 use crate::service::StatsdService;
-use crate::sink::AggregatingSink;
+use crate::sink::{AggregatingSink, Protocol};
 use crate::user::UserKey;
 
 /// Records, for every request, a hit counter, a latency timer (float ms, to
@@ -38,73 +38,91 @@ use crate::user::UserKey;
 pub struct StatsdLayer {
     sink: AggregatingSink,
     prefix: Arc<str>,
+    options: Options,
+    /// Built from the options on every change (start-up only).
     shared: Arc<Shared>,
+}
+
+/// What the layer's builder methods set.
+#[derive(Clone, Debug)]
+struct Options {
     mode: NamingMode,
     overrides: Vec<(String, String)>,
     user: Option<(UserKey, String)>,
+    response_sizes: bool,
 }
 
 impl StatsdLayer {
     /// A layer recording into `sink`'s windows, names under `prefix`.
     pub(crate) fn new(sink: AggregatingSink, prefix: &str, mode: NamingMode) -> Self {
-        let prefix: Arc<str> = prefix.into();
-        let shared = Self::shared(&sink, &prefix, mode, &[], None);
-        StatsdLayer {
-            sink,
-            prefix,
-            shared,
+        let options = Options {
             mode,
             overrides: Vec::new(),
             user: None,
+            response_sizes: false,
+        };
+        let prefix: Arc<str> = prefix.into();
+        StatsdLayer {
+            shared: Self::shared(&sink, &prefix, &options),
+            sink,
+            prefix,
+            options,
         }
     }
 
     /// Records each request's user key in the set `{prefix}.{set_name}`,
     /// for responses below 400 (a rejected request is not a visit).
     pub fn user_key(mut self, key: UserKey, set_name: impl Into<String>) -> Self {
-        self.user = Some((key, set_name.into()));
-        self.rebuild();
-        self
+        self.options.user = Some((key, set_name.into()));
+        self.rebuild()
     }
 
     /// Names the route with this axum template `name` instead of the name
     /// derived from the template (`/users/{id}/posts` → `users._id.posts`).
     /// Dots in `name` make levels; other unsafe characters become `_`.
     pub fn rename_route(mut self, template: impl Into<String>, name: impl Into<String>) -> Self {
-        self.overrides.push((template.into(), name.into()));
-        self.rebuild();
-        self
+        self.options.overrides.push((template.into(), name.into()));
+        self.rebuild()
     }
 
     /// Hierarchical names (the default from the client's configuration) or
     /// one tagged metric.
     pub fn naming(mut self, mode: NamingMode) -> Self {
-        self.mode = mode;
-        self.rebuild();
-        self
+        self.options.mode = mode;
+        self.rebuild()
     }
 
-    fn rebuild(&mut self) {
-        self.shared = Self::shared(
-            &self.sink,
-            &self.prefix,
-            self.mode,
-            &self.overrides,
-            self.user.as_ref(),
-        );
+    /// Also sends each response's body size as a DogStatsD distribution
+    /// (`|d`): `{prefix}.{route}.response_size`, or `{prefix}.http.response.size`
+    /// with the request's tags (default off). Only with
+    /// [`Protocol::DogStatsd`](crate::Protocol::DogStatsd): Etsy StatsD has no
+    /// distribution type (it would count the line as a counter), so with
+    /// another dialect this option does nothing but log a warning, and
+    /// `bytes_sent` (a counter) is the honest measure there. Sizes are
+    /// sampled like timers (`STATSD_MAX_TIMER_SAMPLES`), with exact counts.
+    pub fn response_size_distribution(mut self, on: bool) -> Self {
+        if on && self.sink.protocol() != Protocol::DogStatsd {
+            tracing::warn!(
+                protocol = %self.sink.protocol(),
+                "response_size_distribution needs STATSD_PROTOCOL=dogstatsd; not sent"
+            );
+        }
+        self.options.response_sizes = on;
+        self.rebuild()
+    }
+
+    fn rebuild(mut self) -> Self {
+        self.shared = Self::shared(&self.sink, &self.prefix, &self.options);
+        self
     }
 
     /// The routes' statistics for these options, drained by the sink's
     /// flusher from now on.
-    fn shared(
-        sink: &AggregatingSink,
-        prefix: &str,
-        mode: NamingMode,
-        overrides: &[(String, String)],
-        user: Option<&(UserKey, String)>,
-    ) -> Arc<Shared> {
-        let set = user.map(|(_, set)| set.as_str());
-        let naming = Naming::new(prefix, mode, overrides, set);
+    fn shared(sink: &AggregatingSink, prefix: &str, options: &Options) -> Arc<Shared> {
+        let set = options.user.as_ref().map(|(_, set)| set.as_str());
+        let sizes = options.response_sizes && sink.protocol() == Protocol::DogStatsd;
+        let naming =
+            Naming::new(prefix, options.mode, &options.overrides, set).with_response_sizes(sizes);
         let routes = Arc::new(Routes::new(
             naming,
             sink.timer_cap(),
@@ -113,7 +131,7 @@ impl StatsdLayer {
         sink.register(routes.clone());
         Arc::new(Shared {
             routes,
-            user: user.map(|(key, _)| key.clone()),
+            user: options.user.as_ref().map(|(key, _)| key.clone()),
             _sink: sink.clone(),
         })
     }

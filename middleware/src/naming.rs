@@ -46,6 +46,9 @@ pub(crate) struct RouteNames {
     pub(crate) bytes_sent: Box<str>,
     /// The unique-user set, `{prefix}.{set}`, when the layer has a user key.
     pub(crate) user_set: Option<Arc<str>>,
+    /// The per-response size distribution (DogStatsD `|d`), when the layer
+    /// sends one.
+    pub(crate) response_size: Option<Box<str>>,
     /// How these names are laid out.
     pub(crate) mode: NamingMode,
 }
@@ -63,6 +66,7 @@ impl RouteNames {
                     status_prefix: format!("{base}.status.").into(),
                     timer: base.into(),
                     user_set,
+                    response_size: None,
                     mode,
                 }
             }
@@ -79,6 +83,7 @@ impl RouteNames {
                 timer: join(prefix, "http.request.duration").into(),
                 status_prefix: "".into(),
                 user_set,
+                response_size: None,
                 mode,
             },
         }
@@ -92,9 +97,19 @@ pub(crate) struct Naming {
     mode: NamingMode,
     overrides: HashMap<Box<str>, Box<str>>,
     user_set: Option<Arc<str>>,
+    /// Whether routes have a response size distribution.
+    sizes: bool,
 }
 
 impl Naming {
+    /// Gives every route a response size distribution:
+    /// `{prefix}.{route}.response_size`, or `{prefix}.http.response.size`
+    /// with tags.
+    pub(crate) fn with_response_sizes(mut self, sizes: bool) -> Self {
+        self.sizes = sizes;
+        self
+    }
+
     /// `user_set` is the unique-user set's name without the prefix, when the
     /// layer records users.
     pub(crate) fn new(
@@ -125,6 +140,7 @@ impl Naming {
                 .collect(),
             prefix,
             mode,
+            sizes: false,
         }
     }
 
@@ -137,7 +153,14 @@ impl Naming {
                 None => route_name(template),
             },
         };
-        RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone())
+        let mut names = RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone());
+        if self.sizes {
+            names.response_size = Some(match self.mode {
+                NamingMode::Hierarchical => format!("{}.response_size", names.timer).into(),
+                NamingMode::Tagged => join(&self.prefix, "http.response.size").into(),
+            });
+        }
+        names
     }
 }
 

@@ -388,3 +388,63 @@ async fn every_dialect_means_the_same_counts_to_the_daemon() {
         );
     }
 }
+
+/// Lines of three requests to `/` (2-byte bodies) through a layer that asks
+/// for the response size distribution.
+async fn sizes(protocol: Protocol, naming: NamingMode) -> Vec<String> {
+    let (rx, spy) = SpyMetricSink::new();
+    let statsd = Statsd::builder()
+        .prefix("app")
+        .protocol(protocol)
+        .naming(naming)
+        .flush_interval(Duration::from_secs(3600))
+        .build_with(spy)
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(statsd.layer().response_size_distribution(true));
+    for _ in 0..3 {
+        let request = Request::get("/").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    assert!(statsd.flush());
+    let mut lines = Vec::new();
+    while let Ok(packet) = rx.try_recv() {
+        lines.extend(
+            String::from_utf8(packet)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    lines
+}
+
+#[tokio::test]
+async fn response_sizes_are_a_distribution_in_dogstatsd_only() {
+    let tagged = sizes(Protocol::DogStatsd, NamingMode::Tagged).await;
+    assert!(
+        tagged.contains(
+            &"app.http.response.size:2:2:2|d|#route:root,method:GET,status:200".to_owned()
+        ),
+        "{tagged:?}"
+    );
+    assert!(tagged.iter().all(|l| dogstatsd(l).is_ok()), "{tagged:?}");
+    let paths = sizes(Protocol::DogStatsd, NamingMode::Hierarchical).await;
+    assert!(
+        paths.contains(&"app.root.response_size:2:2:2|d".to_owned()),
+        "{paths:?}"
+    );
+    for protocol in [Protocol::Plain, Protocol::Etsy] {
+        let lines = sizes(protocol, NamingMode::Hierarchical).await;
+        assert!(
+            lines.iter().all(|l| !l.contains("|d")),
+            "{protocol}: no distribution where the daemon would count it: {lines:?}"
+        );
+        assert!(
+            lines.contains(&"app.root.bytes_sent:6|c".to_owned()),
+            "{lines:?}"
+        );
+    }
+}

@@ -79,6 +79,9 @@ struct Window {
     /// One timer series per route (hierarchical) or per (method, status)
     /// (tagged). Emptied, not removed, by a drain: their buffers are reused.
     timers: Vec<(Series, TimerSample)>,
+    /// Response sizes in bytes, per timer series, when the route sends
+    /// their distribution.
+    sizes: Vec<(Series, TimerSample)>,
     members: HashSet<UserToken, FxBuildHasher>,
     /// Members refused because the window was far over its size.
     refused: u64,
@@ -94,19 +97,24 @@ impl Window {
     }
 
     fn timer(&mut self, key: Series) -> &mut TimerSample {
-        let at = match self.timers.iter().position(|(k, _)| *k == key) {
-            Some(at) => at,
-            None => {
-                self.timers.push((key, TimerSample::default()));
-                self.timers.len() - 1
-            }
-        };
-        &mut self.timers[at].1
+        sample(&mut self.timers, key)
     }
 
     fn is_empty(&self) -> bool {
         self.counts.is_empty() && self.members.is_empty() && self.refused == 0
     }
+}
+
+/// The sample of `key` in `samples`, added on its first value.
+fn sample(samples: &mut Vec<(Series, TimerSample)>, key: Series) -> &mut TimerSample {
+    let at = match samples.iter().position(|(k, _)| *k == key) {
+        Some(at) => at,
+        None => {
+            samples.push((key, TimerSample::default()));
+            samples.len() - 1
+        }
+    };
+    &mut samples[at].1
 }
 
 impl Count {
@@ -180,6 +188,9 @@ impl RouteStats {
         let mut window = lock(&shard.window);
         window.count(key, bytes);
         window.timer(series).add(ms, self.timer_cap);
+        if self.names.response_size.is_some() {
+            sample(&mut window.sizes, series).add(bytes as f64, self.timer_cap);
+        }
         if let Some(member) = member {
             let held = window.members.len();
             if held < MAX_MEMBERS {
@@ -299,6 +310,11 @@ impl RouteStats {
         for (_, values) in &merged.timers {
             out.push_packed(&names.timer, "", values.iter().copied());
         }
+        if let Some(name) = &names.response_size {
+            for (_, values) in &merged.sizes {
+                out.push_packed(name, "", values.iter().copied());
+            }
+        }
     }
 
     fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged) {
@@ -328,6 +344,12 @@ impl RouteStats {
             if let Some((_, values)) = merged.timers.iter().find(|(s, _)| *s == series) {
                 out.push_packed(&names.timer, &tags, values.iter().copied());
             }
+            if let (Some(name), Some((_, values))) = (
+                &names.response_size,
+                merged.sizes.iter().find(|(s, _)| *s == series),
+            ) {
+                out.push_packed(name, &tags, values.iter().copied());
+            }
         }
     }
 }
@@ -337,6 +359,7 @@ impl RouteStats {
 pub(crate) struct Merged {
     counts: Vec<(Key, Count)>,
     timers: Vec<(Series, Vec<Value<'static>>)>,
+    sizes: Vec<(Series, Vec<Value<'static>>)>,
     refused: u64,
 }
 
@@ -344,6 +367,7 @@ impl Merged {
     fn clear(&mut self) {
         self.counts.clear();
         self.timers.clear();
+        self.sizes.clear();
         self.refused = 0;
     }
 
@@ -355,21 +379,35 @@ impl Merged {
                 None => self.counts.push((key, count)),
             }
         }
-        for (key, sample) in &mut window.timers {
-            if sample.seen() == 0 {
-                continue;
-            }
-            let at = match self.timers.iter().position(|(k, _)| k == key) {
-                Some(at) => at,
-                None => {
-                    self.timers.push((*key, Vec::new()));
-                    self.timers.len() - 1
-                }
-            };
-            // Each value keeps the rate of its own shard's sample.
-            self.timers[at].1.extend(sample.drain());
-        }
+        merge_samples(&mut self.timers, &mut window.timers, |v| v);
+        merge_samples(&mut self.sizes, &mut window.sizes, |v| match v {
+            Value::Timer { ms, rate } => Value::Distribution { value: ms, rate },
+            other => other,
+        });
         self.refused += std::mem::take(&mut window.refused);
+    }
+}
+
+/// Moves a shard's samples into the merged lists, each value keeping the rate
+/// of its own shard's sample (`as_value` turns a sampled value into what it
+/// is sent as).
+fn merge_samples(
+    merged: &mut Vec<(Series, Vec<Value<'static>>)>,
+    samples: &mut [(Series, TimerSample)],
+    as_value: fn(Value<'static>) -> Value<'static>,
+) {
+    for (key, sample) in samples {
+        if sample.seen() == 0 {
+            continue;
+        }
+        let at = match merged.iter().position(|(k, _)| k == key) {
+            Some(at) => at,
+            None => {
+                merged.push((*key, Vec::new()));
+                merged.len() - 1
+            }
+        };
+        merged[at].1.extend(sample.drain().map(as_value));
     }
 }
 

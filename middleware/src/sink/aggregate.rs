@@ -138,6 +138,12 @@ impl Aggregator {
                     self.values += 1;
                 }
             }
+            // Handler lines never carry one (`|d` parses as a timer).
+            Value::Distribution { value, rate } => self.add(Metric {
+                name,
+                tags,
+                value: Value::Timer { ms: value, rate },
+            }),
             Value::Timer { ms, rate } => {
                 let timer = self.timers.slot(name, tags).0;
                 let held = timer.sample.len();

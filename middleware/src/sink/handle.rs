@@ -88,6 +88,7 @@ struct Handle {
     packets: Arc<PacketStats>,
     max_buffered_values: usize,
     timer_cap: usize,
+    protocol: Protocol,
     flusher: thread::Thread,
 }
 
@@ -178,6 +179,11 @@ impl AggregatingSink {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+
+    /// The wire dialect packets are written in.
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.handle.protocol
     }
 
     /// Values kept per timer and window before sampling; 0 = no cap.
@@ -408,6 +414,7 @@ impl AggregatingSinkBuilder {
                 packets,
                 max_buffered_values: self.max_buffered_values,
                 timer_cap: self.max_timer_samples,
+                protocol: self.protocol,
                 flusher: thread.thread().clone(),
             }),
         })

@@ -251,6 +251,11 @@ pub(crate) fn write_field(out: &mut String, value: &Value<'_>) {
             out.push_str("|ms");
             write_rate(out, rate);
         }
+        Value::Distribution { value, rate } => {
+            write_number(out, value);
+            out.push_str("|d");
+            write_rate(out, rate);
+        }
         Value::Gauge(value) => {
             write_number(out, value);
             out.push_str("|g");
@@ -298,7 +303,7 @@ pub(crate) fn write_rate(out: &mut String, rate: f64) {
 
 /// Integral values print without a fraction (`20`), others in their shortest
 /// exact decimal form; never an exponent, never `-0`.
-fn write_number(out: &mut String, value: f64) {
+pub(crate) fn write_number(out: &mut String, value: f64) {
     let value = if value == 0.0 { 0.0 } else { value };
     let _ = write!(out, "{value}");
 }

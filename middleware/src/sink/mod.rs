@@ -105,6 +105,9 @@ pub(crate) enum Value<'a> {
     Count { value: f64, rate: f64 },
     /// One timer observation in float milliseconds, with its sample rate.
     Timer { ms: f64, rate: f64 },
+    /// One value of a DogStatsD distribution (`|d`), with its sample rate;
+    /// written only in the DogStatsD dialect (Etsy StatsD would count it).
+    Distribution { value: f64, rate: f64 },
     /// Absolute gauge value.
     Gauge(f64),
     /// Relative gauge change.

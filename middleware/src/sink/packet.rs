@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use cadence::MetricSink;
 
-use super::line::{tags_len, write_field, write_metric, write_ms, write_rate, write_tags};
+use super::line::{
+    tags_len, write_field, write_metric, write_ms, write_number, write_rate, write_tags,
+};
 use super::{Metric, Protocol, Value};
 
 /// Packet buffers kept for reuse: the outbox of a busy window.
@@ -140,8 +142,9 @@ impl PacketWriter {
         }
     }
 
-    /// DogStatsD 1.1: timer values of one sample rate share a line
-    /// (`name:1.5:2|ms|@0.5|#tags`); anything else is a line of its own.
+    /// DogStatsD 1.1: timer (or distribution) values of one sample rate
+    /// share a line (`name:1.5:2|ms|@0.5|#tags`); anything else is a line of
+    /// its own.
     fn push_dogstatsd<'v>(
         &mut self,
         name: &str,
@@ -150,17 +153,26 @@ impl PacketWriter {
     ) {
         let mut field = std::mem::take(&mut self.scratch);
         let mut suffix = String::new();
-        // The rate of the open line, while one is open in `buf`.
-        let mut open: Option<f64> = None;
+        // The type and rate of the open line, while one is open in `buf`.
+        let mut open: Option<(&str, f64)> = None;
         for value in values {
-            let Value::Timer { ms, rate } = value else {
-                self.close_dogstatsd(&mut open, &suffix);
-                self.push_metric(&Metric { name, tags, value });
-                continue;
-            };
             field.clear();
-            write_ms(&mut field, ms);
-            if open == Some(rate)
+            let (kind, rate) = match value {
+                Value::Timer { ms, rate } => {
+                    write_ms(&mut field, ms);
+                    ("|ms", rate)
+                }
+                Value::Distribution { value, rate } => {
+                    write_number(&mut field, value);
+                    ("|d", rate)
+                }
+                _ => {
+                    self.close_dogstatsd(&mut open, &suffix);
+                    self.push_metric(&Metric { name, tags, value });
+                    continue;
+                }
+            };
+            if open == Some((kind, rate))
                 && self.buf.len() + 1 + field.len() + suffix.len() <= self.max_packet_size
             {
                 self.buf.push(':');
@@ -169,7 +181,7 @@ impl PacketWriter {
             }
             self.close_dogstatsd(&mut open, &suffix);
             suffix.clear();
-            suffix.push_str("|ms");
+            suffix.push_str(kind);
             write_rate(&mut suffix, rate);
             write_tags(&mut suffix, tags);
             let line = name.len() + 1 + field.len() + suffix.len();
@@ -188,13 +200,13 @@ impl PacketWriter {
             self.buf.push_str(name);
             self.buf.push(':');
             self.buf.push_str(&field);
-            open = Some(rate);
+            open = Some((kind, rate));
         }
         self.close_dogstatsd(&mut open, &suffix);
         self.scratch = field;
     }
 
-    fn close_dogstatsd(&mut self, open: &mut Option<f64>, suffix: &str) {
+    fn close_dogstatsd(&mut self, open: &mut Option<(&str, f64)>, suffix: &str) {
         if open.take().is_some() {
             self.buf.push_str(suffix);
         }

@@ -206,6 +206,7 @@ impl Expected {
             Value::Set(member) => {
                 d.sets.entry(key).or_default().insert(member.to_owned());
             }
+            Value::Distribution { .. } => unreachable!("the parser makes no distributions"),
         }
     }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod servers;
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -160,6 +162,11 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
+    }
+
+    /// carbon-cache's plaintext line port (where StatsD flushes).
+    pub fn carbon_port(&self) -> u16 {
+        self.env["CARBON_PORT"].parse().expect("a port")
     }
 
     /// Environment for a program that should send to this stack.
@@ -368,6 +375,30 @@ impl Drop for ExampleApi {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A command on a StatsD admin port (`health`, `counters`, `timers`,
+/// `stats`, ...), its answer up to `END` (or its first line for `health`).
+pub fn admin_command(port: u16, command: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("admin port {port}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line).map_err(|e| e.to_string())? > 0 {
+        out.push_str(&line);
+        if line.trim() == "END" || command == "health" {
+            return Ok(out);
+        }
+        line.clear();
+    }
+    Err(format!("admin port {port}: closed before END: {out:?}"))
 }
 
 /// GET `url`, returning the status and the body text.

@@ -204,6 +204,18 @@ LoadPlugin csv
         std::fs::read_to_string(self.daemon.dir.join("collectd.log")).unwrap_or_default()
     }
 
+    /// The names of the CSV files collectd wrote, date suffixes included.
+    pub fn csv_names(&self) -> Vec<String> {
+        let dir = self.daemon.dir.join("csv/matrix/statsd");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The values collectd wrote for `name` (a CSV file name without its
     /// date suffix, e.g. `derive-app.root.called`, `gauge-app.root-count`),
     /// in time order; `None` until the file exists.

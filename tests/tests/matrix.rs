@@ -224,6 +224,11 @@ fn etsy_statsd_reads_etsy_over_tcp() {
 // ---------------------------------------------------------------- collectd
 
 fn collectd(protocol: &str) -> Outcome {
+    collectd_with_names(protocol).0
+}
+
+/// The outcome, and the names of every CSV file collectd wrote.
+fn collectd_with_names(protocol: &str) -> (Outcome, Vec<String>) {
     let collectd = Collectd::start();
     let prefix = format!("matrix{protocol}");
     drive(&prefix, collectd.port, None, protocol, "udp");
@@ -277,7 +282,7 @@ fn collectd(protocol: &str) -> Outcome {
         "{}",
         outcome.row("collectd 5.12 (statsd plugin)", protocol, "udp")
     );
-    outcome
+    (outcome, collectd.csv_names())
 }
 
 #[test]
@@ -395,4 +400,35 @@ fn netdata_rejects_etsy() {
         "{outcome:?}"
     );
     assert!(outcome.users < DISTINCT_USERS as f64, "{outcome:?}");
+}
+
+// ---------------------------------------------------------------- DogStatsD 1.1 elsewhere
+
+#[test]
+fn collectd_misnames_dogstatsd_timers() {
+    let (outcome, names) = collectd_with_names("dogstatsd");
+    assert!(outcome.counters_in(), "{outcome:?}");
+    assert_eq!(outcome.users, DISTINCT_USERS as f64, "{outcome:?}");
+    // collectd splits `k:1.5:2.5|ms` at its last colon: a timer named
+    // `k:1.5` with the value 2.5, and no word in its log.
+    assert_eq!(outcome.root_timer_events, 0.0, "{outcome:?}");
+    assert_eq!(outcome.parse_errors, 0, "{outcome:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("gauge-matrixdogstatsd.root:")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn netdata_rejects_dogstatsd_timers() {
+    let outcome = netdata("dogstatsd", "udp");
+    assert!(outcome.counters_in(), "{outcome:?}");
+    assert_eq!(outcome.users, DISTINCT_USERS as f64, "{outcome:?}");
+    assert!(outcome.parse_errors > 0, "{outcome:?}");
+    assert!(
+        outcome.root_timer_events < ROOT_REQUESTS as f64,
+        "{outcome:?}"
+    );
 }

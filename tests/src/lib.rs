@@ -26,12 +26,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free port on 127.0.0.1, for TCP and UDP alike.
+/// A free port on 127.0.0.1, for TCP and UDP alike; never the same one
+/// twice in a test process (the kernel may hand a just-released port out
+/// again before its first taker binds it).
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
         let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+        {
             return port;
         }
     }

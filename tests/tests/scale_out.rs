@@ -15,6 +15,8 @@ const APIS: u64 = 2;
 const ROOT_REQUESTS: u64 = 50;
 const USER_REQUESTS: u64 = 10;
 const DISTINCT_USERS: u64 = 5;
+/// Extra counter names sent straight to the proxy, to see the spread.
+const SPREAD: u64 = 200;
 
 /// Names of `PREFIX` in a daemon's admin dump (`counters`, `timers`): they
 /// stay listed after a flush, with 0 or `[]`.
@@ -68,6 +70,19 @@ fn proxy_puts_each_name_on_one_daemon_and_everything_arrives_once() {
     for load in loads {
         load.join().expect("a load thread panicked");
     }
+    // The ring's points depend on the daemons' (free, so random) ports: the
+    // API's eight names may all hash onto one daemon. Many more names show
+    // the spread: each is sent once, in packets of 20 lines.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for chunk in (0..SPREAD).collect::<Vec<_>>().chunks(20) {
+        let lines: String = chunk
+            .iter()
+            .map(|i| format!("{PREFIX}.spread.n{i}:1|c\n"))
+            .collect();
+        socket
+            .send_to(lines.as_bytes(), ("127.0.0.1", proxy.port))
+            .expect("send to the proxy");
+    }
 
     let expected = [
         (
@@ -98,6 +113,7 @@ fn proxy_puts_each_name_on_one_daemon_and_everything_arrives_once() {
             format!("stats.sets.{PREFIX}.user.count"),
             APIS * DISTINCT_USERS,
         ),
+        (format!("sumSeries(stats_counts.{PREFIX}.spread.*)"), SPREAD),
     ];
     let totals = || -> Vec<(String, f64)> {
         expected
@@ -138,6 +154,14 @@ fn proxy_puts_each_name_on_one_daemon_and_everything_arrives_once() {
     let seen = totals();
     assert!(all_in(&seen), "after two more flushes: {seen:?}");
 
+    // The proxy kept both daemons in its ring all along.
+    let proxy_log = proxy.log();
+    assert!(
+        !proxy_log.contains("No backend statsd nodes available")
+            && !proxy_log.contains("Removing node"),
+        "{proxy_log}"
+    );
+
     // Each name on exactly one daemon, and both daemons in use.
     let on_a: BTreeSet<String> = names(&stack.admin("counters"))
         .union(&names(&stack.admin("timers")))
@@ -149,8 +173,16 @@ fn proxy_puts_each_name_on_one_daemon_and_everything_arrives_once() {
         .collect();
     let both: Vec<_> = on_a.intersection(&on_b).collect();
     assert!(both.is_empty(), "names on both daemons: {both:?}");
+    let spread = |names: &BTreeSet<String>| {
+        names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{PREFIX}.spread.")))
+            .count() as u64
+    };
+    let (spread_a, spread_b) = (spread(&on_a), spread(&on_b));
+    assert_eq!(spread_a + spread_b, SPREAD, "A {on_a:?}, B {on_b:?}");
     assert!(
-        !on_a.is_empty() && !on_b.is_empty(),
+        spread_a > 0 && spread_b > 0,
         "one daemon got nothing: A {on_a:?}, B {on_b:?}"
     );
     for name in [
@@ -167,8 +199,20 @@ fn proxy_puts_each_name_on_one_daemon_and_everything_arrives_once() {
             "{name} not on exactly one daemon: A {on_a:?}, B {on_b:?}"
         );
     }
-    println!("daemon A ({}): {on_a:?}", stack.statsd_port);
-    println!("daemon B ({}): {on_b:?}", daemon_b.port);
+    println!(
+        "daemon A ({}): {spread_a} spread names, {:?}",
+        stack.statsd_port,
+        on_a.iter()
+            .filter(|n| !n.contains(".spread."))
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "daemon B ({}): {spread_b} spread names, {:?}",
+        daemon_b.port,
+        on_b.iter()
+            .filter(|n| !n.contains(".spread."))
+            .collect::<Vec<_>>()
+    );
 
     // Nothing was malformed on the way: neither daemon saw a bad line.
     for (daemon, stats, log) in [
@@ -181,10 +225,4 @@ fn proxy_puts_each_name_on_one_daemon_and_everything_arrives_once() {
         );
         assert!(!log.contains("Bad line"), "daemon {daemon}: {log}");
     }
-    let proxy_log = proxy.log();
-    assert!(
-        !proxy_log.contains("No backend statsd nodes available")
-            && !proxy_log.contains("Removing node"),
-        "{proxy_log}"
-    );
 }

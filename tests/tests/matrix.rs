@@ -181,7 +181,8 @@ fn etsy_statsd(protocol: &str, transport: &str) {
             root_timer_events: sum(format!("stats.timers.{prefix}.root.count")),
             user_timer_events: sum(format!("stats.timers.{prefix}.user.count")),
             users: sum(format!("stats.sets.{prefix}.user.count")),
-            parse_errors: bad_lines + stack.log("statsd").matches("Bad line").count() as u64,
+            // Its own count, or its log's "Bad line"s if that says more.
+            parse_errors: bad_lines.max(stack.log("statsd").matches("Bad line").count() as u64),
             fractional_ms: upper
                 .iter()
                 .any(|(_, v)| *v > 0.0)
@@ -262,11 +263,12 @@ fn collectd_with_names(protocol: &str) -> (Outcome, Vec<String>) {
             user_timer_events: total(format!("gauge-{prefix}.user-count")),
             // `objects`: the distinct members of each interval.
             users: total(format!("objects-{prefix}.user")),
+            // Every word of the plugin but its greeting ("Unable to parse line").
             parse_errors: log
-                .lines()
-                .filter(|l| l.contains("statsd plugin") && !l.contains("Listening on"))
-                .count() as u64
-                + log.matches("Unable to parse line").count() as u64,
+                .matches("statsd plugin:")
+                .count()
+                .saturating_sub(log.matches("statsd plugin: Listening on").count())
+                as u64,
             fractional_ms: (!latencies.is_empty())
                 .then(|| latencies.iter().any(|ms| is_fractional(*ms))),
         }
@@ -353,11 +355,13 @@ fn netdata(protocol: &str, transport: &str) -> Outcome {
             user_timer_events: round(dim(format!("statsd_{prefix}.user_timer"), "events")),
             // The set chart: the distinct members of each flush.
             users: round(dim(format!("statsd_{prefix}.user_set"), "unique")),
-            parse_errors: rejected.round() as u64
-                + log
-                    .lines()
+            // Its own count of unknown and bad lines, or its log's
+            // complaints ("unknown metric type") if those say more.
+            parse_errors: (rejected.round() as u64).max(
+                log.lines()
                     .filter(|l| l.contains("ERROR : STATSD_COLLECTOR"))
                     .count() as u64,
+            ),
             fractional_ms: (!max.is_empty()).then(|| max.iter().any(|ms| is_fractional(*ms))),
         }
     };

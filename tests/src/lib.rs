@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod servers;
+
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,12 +26,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free port on 127.0.0.1, for TCP and UDP alike.
+/// A free port on 127.0.0.1, for TCP and UDP alike; never the same one
+/// twice in a test process (the kernel may hand a just-released port out
+/// again before its first taker binds it).
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
         let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+        {
             return port;
         }
     }
@@ -160,6 +168,11 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
+    }
+
+    /// carbon-cache's plaintext line port (where StatsD flushes).
+    pub fn carbon_port(&self) -> u16 {
+        self.env["CARBON_PORT"].parse().expect("a port")
     }
 
     /// Environment for a program that should send to this stack.
@@ -368,6 +381,30 @@ impl Drop for ExampleApi {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A command on a StatsD admin port (`health`, `counters`, `timers`,
+/// `stats`, ...), its answer up to `END` (or its first line for `health`).
+pub fn admin_command(port: u16, command: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("admin port {port}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line).map_err(|e| e.to_string())? > 0 {
+        out.push_str(&line);
+        if line.trim() == "END" || command == "health" {
+            return Ok(out);
+        }
+        line.clear();
+    }
+    Err(format!("admin port {port}: closed before END: {out:?}"))
 }
 
 /// GET `url`, returning the status and the body text.

@@ -26,3 +26,26 @@ fn readme_names_the_dependency_line() {
         "README.md lacks the Cargo.toml line tower-statsd = \"{minor}\""
     );
 }
+
+#[test]
+fn readme_shows_the_measured_compatibility_matrix() {
+    // The newest run that `scripts/matrix` wrote to scripts/bench/results/.
+    let results = repo_root().join("scripts/bench/results");
+    let newest = std::fs::read_dir(&results)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("-matrix.md"))
+        .max()
+        .expect("a *-matrix.md in scripts/bench/results");
+    let run = std::fs::read_to_string(&newest).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let rows: Vec<&str> = run.lines().filter(|l| l.starts_with("| ")).collect();
+    assert!(rows.len() > 2, "{} has no table", newest.display());
+    for row in rows {
+        assert!(
+            readme.contains(row),
+            "README.md lacks this row of {}: {row}",
+            newest.display()
+        );
+    }
+}

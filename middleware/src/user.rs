@@ -355,6 +355,24 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_the_token_and_the_source_not_the_key() {
+        let key = UserKey::query("id");
+        assert_eq!(format!("{:?}", key.tokenize(b"a.b@c")), "a.b@c");
+        assert_eq!(
+            format!("{key:?}"),
+            r#"UserKey { source: "query(id)", keyed_hash: false }"#
+        );
+        assert_eq!(
+            format!("{:?}", UserKey::header("x-user").keyed_hash([9; 16])),
+            r#"UserKey { source: "header(x-user)", keyed_hash: true }"#
+        );
+        assert_eq!(
+            format!("{:?}", UserKey::from_fn(|_| None)),
+            r#"UserKey { source: "custom", keyed_hash: false }"#
+        );
+    }
+
+    #[test]
     fn extension_source() {
         let mut p = parts("/");
         p.extensions.insert(42_u32);

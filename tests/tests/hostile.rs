@@ -14,7 +14,7 @@ use axum::Router;
 use e2e::{poll, Stack};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_statsd::{Statsd, UserKey};
+use tower_statsd::{Statsd, Transport, UserKey};
 
 /// Each test has its own prefix: the stack is shared by this binary.
 const INJECTION: &str = "hostile_injection";
@@ -39,14 +39,24 @@ fn app(statsd: &Statsd) -> Router {
 }
 
 fn client(stack: &Stack, prefix: &str) -> Statsd {
-    client_with_window(stack, prefix, Duration::from_millis(200))
-}
-
-fn client_with_window(stack: &Stack, prefix: &str, window: Duration) -> Statsd {
     Statsd::builder()
         .host("127.0.0.1")
         .port(stack.statsd_port)
         .prefix(prefix)
+        .flush_interval(Duration::from_millis(200))
+        .build()
+        .expect("a client")
+}
+
+/// A client sending over TCP, whose flow control loses nothing however
+/// much one `flush()` sends at once (a burst of UDP packets overflows the
+/// daemon's receive buffer).
+fn tcp_client_with_window(stack: &Stack, prefix: &str, window: Duration) -> Statsd {
+    Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix(prefix)
+        .transport(Transport::Tcp)
         .flush_interval(window)
         .build()
         .expect("a client")
@@ -322,8 +332,9 @@ async fn hostile_requests_leave_no_bad_line_and_no_undocumented_key() {
     const N: usize = 2_000;
     let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
     // One window for the whole run, sent by `flush()`: each distinct user
-    // leaves exactly once, so the daemon's set counts add up to them.
-    let statsd = client_with_window(stack, INJECTION, Duration::from_secs(3600));
+    // leaves exactly once (per route), so the daemon's set counts add up to
+    // them.
+    let statsd = tcp_client_with_window(stack, INJECTION, Duration::from_secs(3600));
     let app = app(&statsd);
     let mut g = Gen(0x5eed_cafe_f00d_0001);
     let mut users = BTreeSet::new();

@@ -271,6 +271,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_standard_method_is_its_own_tag_and_the_rest_other() {
+        for name in [
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            let method = http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(MethodTag::of(&method).as_str(), name);
+        }
+        for name in ["PROPFIND", "get", "X|EVIL"] {
+            let method = http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(MethodTag::of(&method).as_str(), "other", "{name}");
+        }
+    }
+
+    #[test]
     fn tutorial_routes() {
         assert_eq!(route_name("/"), "root");
         assert_eq!(route_name(""), "root");

@@ -232,13 +232,8 @@ mod tests {
         let evil = key
             .token(&parts("/user?id=x%0Astatstest.root.called%3A999%7Cc"))
             .unwrap();
-        assert!(evil.as_str().starts_with('h') && evil.as_str().len() == 33);
-        // Stable across calls.
-        assert_eq!(
-            evil,
-            key.token(&parts("/user?id=x%0Astatstest.root.called%3A999%7Cc"))
-                .unwrap()
-        );
+        // Decoded first, then hashed: the known answer for the decoded bytes.
+        assert_eq!(evil.as_str(), "he34a0abafc485f51dd5884599853ff5f");
         let long = format!("/user?id={}", "a".repeat(65));
         assert_eq!(key.token(&parts(&long)).unwrap().as_str().len(), 33);
     }
@@ -247,12 +242,131 @@ mod tests {
     fn header_and_keyed_hash() {
         let header = UserKey::header(HeaderName::from_static("x-user"));
         let token = header.token(&parts("/")).unwrap();
-        assert!(token.as_str().starts_with('h'));
+        assert_eq!(token.as_str(), "h727e006b30f48e68984c9931a7a5dba7");
         let keyed = UserKey::query("id").keyed_hash([1; 16]);
         let a = keyed.token(&parts("/?id=123")).unwrap();
         assert_ne!(a.as_str(), "123");
         let other = UserKey::query("id").keyed_hash([2; 16]);
         assert_ne!(a, other.token(&parts("/?id=123")).unwrap());
+    }
+
+    /// The token the docs promise, computed independently of `tokenize`:
+    /// the raw bytes when plain and short, otherwise `h` + the 32 hex digits
+    /// of SipHash-1-3 (128-bit) under the key (all zeros without one).
+    fn reference(raw: &[u8], key: Option<[u8; 16]>) -> String {
+        let plain = raw.len() <= 64
+            && raw
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(b));
+        if key.is_none() && plain {
+            return String::from_utf8(raw.to_vec()).unwrap();
+        }
+        let hash = SipHasher13::new_with_key(&key.unwrap_or([0; 16])).hash(raw);
+        format!("h{:032x}", hash.as_u128())
+    }
+
+    /// Known answers, written out (SipHash-1-3, 128-bit): under no key, and
+    /// under the key `00 01 02 … 0f`. A hash that ignores its input, its
+    /// key, or part of its output fails here.
+    const VECTORS: [(&[u8], &str, &str); 4] = [
+        (
+            b"bob|c:9#x",
+            "h727e006b30f48e68984c9931a7a5dba7",
+            "ha9661f2d78ba01df7a43cf8c2375a5f1",
+        ),
+        (
+            b"x\nstatstest.root.called:999|c",
+            "he34a0abafc485f51dd5884599853ff5f",
+            "h7b459ad07b59481e5c13fa094036d5f7",
+        ),
+        (
+            &[b'a'; 65],
+            "h0874e8bc0122fa270669d8aa74030ca2",
+            "h7a17803f5dd3020b93e33d867ebce401",
+        ),
+        (b"123", "123", "h2b59a26271d5ab8cbbe2727e56a52b93"),
+    ];
+
+    fn counting_key() -> [u8; 16] {
+        std::array::from_fn(|i| i as u8)
+    }
+
+    #[test]
+    fn known_answer_vectors() {
+        let plain = UserKey::query("id");
+        let keyed = UserKey::query("id").keyed_hash(counting_key());
+        for (raw, unkeyed, with_key) in VECTORS {
+            assert_eq!(plain.tokenize(raw).as_str(), unkeyed, "{raw:?}");
+            assert_eq!(keyed.tokenize(raw).as_str(), with_key, "{raw:?}");
+            // The written-out answers are SipHash-1-3's, not ours.
+            assert_eq!(reference(raw, None), unkeyed);
+            assert_eq!(reference(raw, Some(counting_key())), with_key);
+        }
+    }
+
+    #[test]
+    fn known_answers_plain_and_hashed() {
+        let key = UserKey::query("id");
+        let hashed = [
+            b"bob|c:9#x".as_slice(),
+            b"x\nstatstest.root.called:999|c",
+            &[b'a'; 65],
+            &[b'a'; 64],
+            "\u{e9}t\u{e9}".as_bytes(),
+            b" ",
+        ];
+        for raw in hashed {
+            assert_eq!(key.tokenize(raw).as_str(), reference(raw, None), "{raw:?}");
+        }
+        // 64 plain bytes are sent as they are; 65 are hashed.
+        assert_eq!(key.tokenize(&[b'a'; 64]).as_str(), "a".repeat(64));
+        assert_eq!(key.tokenize(&[b'a'; 65]).as_str().len(), 33);
+        for plain in ["0", "a.b@c", "A-Z_z", "user@example.com"] {
+            assert_eq!(key.tokenize(plain.as_bytes()).as_str(), plain);
+        }
+        // Every byte outside the plain set is hashed.
+        for b in 0..=255u8 {
+            let raw = [b'x', b];
+            assert_eq!(key.tokenize(&raw).as_str(), reference(&raw, None), "{b}");
+        }
+    }
+
+    #[test]
+    fn known_answers_keyed() {
+        let secret = [0xa5; 16];
+        let keyed = UserKey::query("id").keyed_hash(secret);
+        for raw in [b"123".as_slice(), b"bob|c:9#x", b"", &[b'a'; 65]] {
+            assert_eq!(
+                keyed.tokenize(raw).as_str(),
+                reference(raw, Some(secret)),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            keyed.token(&parts("/?id=123")).unwrap().as_str(),
+            reference(b"123", Some(secret))
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_token_and_the_source_not_the_key() {
+        let key = UserKey::query("id");
+        assert_eq!(format!("{:?}", key.tokenize(b"a.b@c")), "a.b@c");
+        assert_eq!(
+            format!("{key:?}"),
+            r#"UserKey { source: "query(id)", keyed_hash: false }"#
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                UserKey::header(HeaderName::from_static("x-user")).keyed_hash([9; 16])
+            ),
+            r#"UserKey { source: "header(x-user)", keyed_hash: true }"#
+        );
+        assert_eq!(
+            format!("{:?}", UserKey::from_fn(|_| None)),
+            r#"UserKey { source: "custom", keyed_hash: false }"#
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use siphasher::sip128::SipHasher13;
 use support::{flushed_lines, parse_line, spy_statsd, totals};
 use tower::ServiceExt;
 use tower_statsd::cadence::prelude::*;
@@ -89,6 +90,53 @@ fn sanitized(name: &str) -> String {
         .join(".")
 }
 
+/// The docs' rule for a route template, written out here as an independent
+/// oracle: one level per non-empty `/` segment, `{id}` and `{*rest}` become
+/// `_id` and `_rest`, every other character outside `[A-Za-z0-9_-]` becomes
+/// `_`, and no segment at all is `root`.
+fn route_oracle(template: &str) -> String {
+    let levels: Vec<String> = template
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            let (mark, text) = match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(param) => ("_", param.trim_start_matches('*')),
+                None => ("", segment),
+            };
+            let text: String = text
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{mark}{text}")
+        })
+        .collect();
+    if levels.is_empty() {
+        "root".to_owned()
+    } else {
+        levels.join(".")
+    }
+}
+
+#[test]
+fn route_oracle_matches_the_docs_examples() {
+    for (template, name) in [
+        ("/", "root"),
+        ("/user", "user"),
+        ("/users/{id}/posts", "users._id.posts"),
+        ("/{*rest}", "_rest"),
+        ("/a.b/c d", "a_b.c_d"),
+    ] {
+        assert_eq!(route_oracle(template), name);
+        assert_eq!(route_name(template), name);
+    }
+}
+
 /// A StatsD name that Graphite stores as intended: non-empty levels of
 /// `[A-Za-z0-9_-]`.
 fn is_graphite_path(name: &str) -> bool {
@@ -101,22 +149,40 @@ fn is_graphite_path(name: &str) -> bool {
         })
 }
 
-/// Is `member` what a user key `raw` must become: itself when short and
-/// plain, otherwise `h` + 32 hex digits.
-fn is_token_of(member: &str, raw: &[u8]) -> bool {
+/// What a user key `raw` must become, computed here independently: itself
+/// when short and plain (and no key), otherwise `h` + the 32 hex digits of
+/// SipHash-1-3 (128-bit) under `key` (all zeros without one).
+fn token_of(raw: &[u8], key: Option<[u8; 16]>) -> String {
     let plain = raw.len() <= MAX_PLAIN_USER_KEY
         && raw
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'));
-    if plain {
-        member.as_bytes() == raw
-    } else {
-        member.len() == 33
-            && member.starts_with('h')
-            && member[1..]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    if key.is_none() && plain {
+        return String::from_utf8(raw.to_vec()).expect("plain is ASCII");
     }
+    let hash = SipHasher13::new_with_key(&key.unwrap_or([0; 16])).hash(raw);
+    format!("h{:032x}", hash.as_u128())
+}
+
+/// Is `member` exactly what a user key `raw` must become (no key).
+fn is_token_of(member: &str, raw: &[u8]) -> bool {
+    member == token_of(raw, None)
+}
+
+/// The set members that the successful requests carrying a user id must
+/// have produced, under `key`.
+fn expected_members(
+    requests: &[Hostile],
+    statuses: &[StatusCode],
+    key: Option<[u8; 16]>,
+) -> BTreeSet<String> {
+    requests
+        .iter()
+        .zip(statuses)
+        .filter(|(_, s)| s.as_u16() < 400)
+        .filter_map(|(h, _)| h.user.as_deref().filter(|u| !u.is_empty()))
+        .map(|raw| token_of(raw, key))
+        .collect()
 }
 
 // ----------------------------------------------------------------- strategies
@@ -406,7 +472,17 @@ fn check(lines: &[String], prefix: &str, requests: &[Hostile], statuses: &[Statu
         .get(&format!("{prefix}.{SET}"))
         .cloned()
         .unwrap_or_default();
-    assert!(members.len() <= visits.len(), "{members:?} for {visits:?}");
+    let exact: BTreeSet<String> = members.iter().cloned().collect();
+    assert_eq!(
+        exact.len(),
+        members.len(),
+        "each member once a window: {members:?}"
+    );
+    assert_eq!(
+        exact,
+        expected_members(requests, statuses, None),
+        "the set holds exactly the visits' tokens"
+    );
     for h in &visits {
         let raw = h.user.as_deref().expect("a visit has a user");
         assert!(
@@ -449,7 +525,7 @@ fn route_name_of_any_template_is_a_graphite_path() {
             |template| {
                 let name = route_name(&template);
                 prop_assert!(is_graphite_path(&name), "{template:?} -> {name:?}");
-                prop_assert_eq!(&name, &route_name(&template), "deterministic");
+                prop_assert_eq!(&name, &route_oracle(&template));
                 // One level per non-empty path segment: `/` is the only separator.
                 let segments = template.split('/').filter(|s| !s.is_empty()).count();
                 prop_assert_eq!(
@@ -630,27 +706,39 @@ fn hostile_requests_with_a_header_user_key_emit_only_documented_lines() {
 
 #[test]
 fn keyed_hashing_sends_no_raw_user_id_at_all() {
+    const SECRET: [u8; 16] = *b"0123456789abcdef";
     let rt = runtime();
     let (statsd, rx) = spy_statsd("statstest");
-    let app = app(
-        &statsd,
-        UserKey::query("id").keyed_hash(*b"0123456789abcdef"),
-    );
+    let app = app(&statsd, UserKey::query("id").keyed_hash(SECRET));
+    // A plain id that would be sent raw without the key, in every batch, so
+    // every case must produce a set line.
+    let known = Hostile {
+        method: Method::GET,
+        uri: "/user?id=123".to_owned(),
+        user: Some(b"123".to_vec()),
+        headers: Vec::new(),
+    };
     runner(128)
         .run(
             &proptest::collection::vec(query_request(), 1..6),
-            |requests| {
-                drive(&rt, &app, &requests);
+            |mut requests| {
+                requests.push(known.clone());
+                let statuses = drive(&rt, &app, &requests);
                 let lines = flushed_lines(&statsd, &rx);
-                for members in totals(&lines).sets.values() {
-                    for m in members {
-                        prop_assert!(
-                            m.len() == 33 && m.starts_with('h'),
-                            "a raw id left the process: {:?}",
-                            m
-                        );
-                    }
-                }
+                let sets = totals(&lines).sets;
+                prop_assert_eq!(
+                    sets.keys().collect::<Vec<_>>(),
+                    ["statstest.user"],
+                    "one set, and it is there: {:?}",
+                    lines
+                );
+                let members: BTreeSet<String> = sets["statstest.user"].iter().cloned().collect();
+                prop_assert!(members.contains(&token_of(b"123", Some(SECRET))));
+                prop_assert!(!members.contains("123"), "a raw id left the process");
+                prop_assert_eq!(
+                    members,
+                    expected_members(&requests, &statuses, Some(SECRET))
+                );
                 Ok(())
             },
         )
@@ -697,8 +785,19 @@ fn tagged_mode_tags_carry_nothing_a_client_wrote() {
                         "{:?}",
                         line
                     );
+                    let parts: Vec<&str> = if tags.is_empty() {
+                        Vec::new()
+                    } else {
+                        tags.split(',').collect()
+                    };
                     let tags: Vec<(&str, &str)> =
-                        tags.split(',').filter_map(|t| t.split_once(':')).collect();
+                        parts.iter().filter_map(|t| t.split_once(':')).collect();
+                    prop_assert_eq!(
+                        tags.len(),
+                        parts.len(),
+                        "every tag is name:value: {:?}",
+                        line
+                    );
                     if name == "statstest.http.in_flight" {
                         prop_assert_eq!(tags.len(), 1, "{:?}", line);
                         prop_assert!(
@@ -759,11 +858,17 @@ fn handler_metrics_named_from_client_input_never_break_a_line() {
             for line in flushed_lines(&statsd, &rx) {
                 // Names strictly; set members as the daemon needs them.
                 let (name, rest) = line.split_once(':').expect("name:value");
-                prop_assert!(
-                    is_graphite_path(name) || name.starts_with("statstest."),
-                    "{:?}",
-                    line
-                );
+                // Exactly a name the handler used: the sink checks the
+                // charset, it does not rename (an empty level, `a..b`, is
+                // the handler's to avoid).
+                let sent = [
+                    format!("statstest.{key}"),
+                    // `gauge_delta`, `timing_ms` and `time_fn` sanitize.
+                    format!("statstest.{}", sanitized(&key)),
+                    format!("statstest.visitors.{member}"),
+                    "statstest.tower_statsd.dropped".to_owned(),
+                ];
+                prop_assert!(sent.iter().any(|s| s == name), "{:?}", line);
                 prop_assert!(
                     name.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),

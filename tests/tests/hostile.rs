@@ -14,7 +14,7 @@ use axum::Router;
 use e2e::{poll, Stack};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_statsd::{Statsd, UserKey};
+use tower_statsd::{Statsd, Transport, UserKey};
 
 /// Each test has its own prefix: the stack is shared by this binary.
 const INJECTION: &str = "hostile_injection";
@@ -44,6 +44,20 @@ fn client(stack: &Stack, prefix: &str) -> Statsd {
         .port(stack.statsd_port)
         .prefix(prefix)
         .flush_interval(Duration::from_millis(200))
+        .build()
+        .expect("a client")
+}
+
+/// A client sending over TCP, whose flow control loses nothing however
+/// much one `flush()` sends at once (a burst of UDP packets overflows the
+/// daemon's receive buffer).
+fn tcp_client_with_window(stack: &Stack, prefix: &str, window: Duration) -> Statsd {
+    Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix(prefix)
+        .transport(Transport::Tcp)
+        .flush_interval(window)
         .build()
         .expect("a client")
 }
@@ -220,7 +234,9 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn hostile_request(g: &mut Gen) -> Request<Body> {
+/// A hostile request, and the user id the layer reads from it (the first
+/// `id` parameter, decoded).
+fn hostile_request(g: &mut Gen) -> (Request<Body>, String) {
     const METHODS: &[&str] = &[
         "GET", "GET", "GET", "POST", "DELETE", "X|EVIL", "A#B", "M'Q", "%0A", "PROPFIND",
     ];
@@ -232,16 +248,18 @@ fn hostile_request(g: &mut Gen) -> Request<Body> {
         3 => format!("/files/{}/{}", encode(&g.hostile()), encode(&g.hostile())),
         _ => format!("/{}/{}", encode(&g.hostile()), encode(&g.hostile())),
     };
+    let (key, value) = (g.hostile(), g.hostile());
+    let id = g.maybe_big();
     let query = format!(
         "{}={}&id={}&id={}",
-        encode(&g.hostile()),
-        encode(&g.hostile()),
-        encode(&g.maybe_big()),
+        encode(&key),
+        encode(&value),
+        encode(&id),
         encode(&g.hostile())
     );
     let mut header = g.maybe_big().into_bytes();
     header.retain(|b| *b >= 0x20 && *b != 0x7f || *b == b'\t');
-    Request::builder()
+    let request = Request::builder()
         .method(method)
         .uri(format!("{path}?{query}"))
         .header(
@@ -253,7 +271,8 @@ fn hostile_request(g: &mut Gen) -> Request<Body> {
             HeaderValue::from_bytes(&header).expect("a header value"),
         )
         .body(Body::empty())
-        .expect("a request")
+        .expect("a request");
+    (request, id)
 }
 
 async fn send(app: &Router, request: Request<Body>) -> StatusCode {
@@ -312,19 +331,18 @@ fn assert_daemon_holds_only_documented_keys(stack: &Stack) {
 async fn hostile_requests_leave_no_bad_line_and_no_undocumented_key() {
     const N: usize = 2_000;
     let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
-    let statsd = client(stack, INJECTION);
+    // One window for the whole run, sent by `flush()`: each distinct user
+    // leaves exactly once (per route), so the daemon's set counts add up to
+    // them.
+    let statsd = tcp_client_with_window(stack, INJECTION, Duration::from_secs(3600));
     let app = app(&statsd);
     let mut g = Gen(0x5eed_cafe_f00d_0001);
-    let mut visits = 0;
+    let mut users = BTreeSet::new();
     let started = Instant::now();
     for _ in 0..N {
-        let request = hostile_request(&mut g);
-        let has_id = request
-            .uri()
-            .query()
-            .is_some_and(|q| q.contains("&id=") && !q.contains("&id=&"));
-        if send(&app, request).await.as_u16() < 400 && has_id {
-            visits += 1;
+        let (request, id) = hostile_request(&mut g);
+        if send(&app, request).await.as_u16() < 400 && !id.is_empty() {
+            users.insert(id);
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
@@ -340,7 +358,8 @@ async fn hostile_requests_leave_no_bad_line_and_no_undocumented_key() {
         .await,
         StatusCode::OK
     );
-    assert!(visits > 0);
+    users.insert("alice".to_owned());
+    assert!(users.len() > 1, "the run had hostile visits");
     assert!(tokio::task::spawn_blocking({
         let s = statsd.clone();
         move || s.flush()
@@ -360,11 +379,14 @@ async fn hostile_requests_leave_no_bad_line_and_no_undocumented_key() {
                     .ok_or(format!("sum {sum}"))
             },
         );
-        poll("the user set in Graphite", DEADLINE, || {
-            let points = stack.render(&format!("stats.sets.{INJECTION}.user.count"), "-10min")?;
-            (!points.is_empty())
+        // Distinct ids are distinct members (plain ones as they are, the
+        // rest hashed), so the set holds exactly one member per user.
+        poll("every user in the set in Graphite", DEADLINE, || {
+            let members =
+                stack.render_sum(&format!("stats.sets.{INJECTION}.user.count"), "-10min")?;
+            (members == users.len() as f64)
                 .then_some(())
-                .ok_or("no datapoints".to_owned())
+                .ok_or(format!("{members} members, want {}", users.len()))
         });
         poll("statsd.bad_lines_seen reported", DEADLINE, || {
             let points = stack.render("stats_counts.statsd.bad_lines_seen", "-10min")?;

@@ -1,6 +1,7 @@
 //! The TCP transport against the real StatsD 0.9.0 (its `servers/tcp`
 //! listener, which the stack opens at the UDP port number): with flow
-//! control instead of a receive buffer, every metric arrives.
+//! control instead of a receive buffer, every metric arrives — the
+//! counters, every timer value, and the set.
 
 use std::time::Duration;
 
@@ -43,16 +44,70 @@ fn every_request_arrives_over_tcp() {
         Duration::from_secs(20),
         || {
             let counters = stack.admin("counters");
-            let called = format!("'tcptest.user.called': {N}");
-            let status = format!("'tcptest.user.status.200': {N}");
-            (counters.contains(&called) && counters.contains(&status))
-                .then_some(())
-                .ok_or(counters)
+            let want = [
+                ("tcptest.user.called", N as u64),
+                ("tcptest.user.status.200", N as u64),
+                ("tcptest.user.bytes_sent", (N * "user".len()) as u64),
+            ];
+            for (key, n) in want {
+                let got = admin_value(&counters, key);
+                if got != Some(n) {
+                    return Err(format!("{key}: {got:?}, want {n}, in {counters}"));
+                }
+            }
+            Ok(())
         },
     );
+    // One timer value per request: the daemon holds them all until its flush.
+    let timers = stack.admin("timers");
+    assert_eq!(
+        admin_array_len(&timers, "tcptest.user"),
+        Some(N),
+        "{timers}"
+    );
     let counters = stack.admin("counters");
-    assert!(
-        counters.contains("'statsd.bad_lines_seen': 0"),
+    assert_eq!(
+        admin_value(&counters, "statsd.bad_lines_seen"),
+        Some(0),
         "{counters}"
     );
+    // The admin port does not list sets: the 50 distinct users reach
+    // Graphite at the daemon's first flush (a minute after its start).
+    poll("the user set in Graphite", Duration::from_secs(120), || {
+        let users = stack.render_sum("stats.sets.tcptest.user.count", "-10min")?;
+        (users == 50.0)
+            .then_some(())
+            .ok_or(format!("{users} users"))
+    });
+}
+
+/// The whole number after `'key': ` in the admin dump, read to its end (so
+/// `500` is not `5000`).
+fn admin_value(dump: &str, key: &str) -> Option<u64> {
+    let start = dump.find(&format!("'{key}': "))? + key.len() + 4;
+    let digits: String = dump[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// How many values the array `'key': [...]` of the admin dump holds,
+/// counting Node's `... 400 more items` for long arrays.
+fn admin_array_len(dump: &str, key: &str) -> Option<usize> {
+    let start = dump.find(&format!("'{key}': ["))? + key.len() + 5;
+    let end = start + dump[start..].find(']')?;
+    let mut n = 0;
+    for item in dump[start..end].split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        if let Some(more) = item.strip_prefix("... ") {
+            n += more.split_whitespace().next()?.parse::<usize>().ok()?;
+        } else {
+            item.parse::<f64>().ok()?;
+            n += 1;
+        }
+    }
+    Some(n)
 }

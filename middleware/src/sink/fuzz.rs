@@ -134,6 +134,9 @@ fn budget() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// Cases each property runs whatever its time budget.
+const MIN_FUZZ_CASES: u64 = 64;
+
 /// A deadline per property, fixed at its first case; says how many cases
 /// ran when it passes.
 struct Deadline {
@@ -152,7 +155,10 @@ impl Deadline {
     }
 
     fn passed(&self) -> bool {
-        if Instant::now() < *self.at.get_or_init(|| Instant::now() + budget()) {
+        // The first cases always run: a budget of 0 (or a slow machine)
+        // must not turn the property into one that checks nothing.
+        let at = *self.at.get_or_init(|| Instant::now() + budget());
+        if Instant::now() < at || self.cases.load(Relaxed) < MIN_FUZZ_CASES {
             self.cases.fetch_add(1, Relaxed);
             return false;
         }

@@ -177,6 +177,12 @@ impl Statsd {
 
     fn send_line(&self, key: &str, value_and_type: &str) {
         let key = sanitize_dotted(key);
+        if key.is_empty() {
+            // No name left to send under (`"..."`, `""`): dropped and
+            // counted, like an invalid line, never sent as `prefix.`.
+            self.inner.sink.control().count_dropped(1);
+            return;
+        }
         let line = if self.inner.prefix.is_empty() {
             format!("{key}:{value_and_type}")
         } else {

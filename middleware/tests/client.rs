@@ -70,3 +70,16 @@ async fn futures_are_timed_to_completion() {
     let ms = t.timers["statstest.slow"][0];
     assert!(ms >= 5.0, "{ms}");
 }
+
+#[test]
+fn a_key_with_no_name_left_is_dropped_and_counted_never_sent_as_the_prefix() {
+    let (statsd, rx) = spy_statsd("p");
+    statsd.timing_ms("...", 1.5);
+    statsd.gauge_delta("", 2.0);
+    statsd.timing_ms("ok", 1.5);
+    assert_eq!(statsd.sink().dropped(), 2);
+    let lines = flushed_lines(&statsd, &rx);
+    let mut lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    lines.sort();
+    assert_eq!(lines, ["p.ok:1.5|ms", "p.tower_statsd.dropped:2|c"]);
+}

@@ -69,6 +69,11 @@ async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
     statsd.set("seen", 1i64).ok();
     statsd.set("seen", 2i64).ok();
     assert!(statsd.flush());
+    lines_of(&rx)
+}
+
+/// Every line of every packet the spy holds.
+fn lines_of(rx: &crossbeam_channel::Receiver<Vec<u8>>) -> Vec<String> {
     let mut lines = Vec::new();
     while let Ok(packet) = rx.try_recv() {
         lines.extend(
@@ -409,16 +414,7 @@ async fn sizes(protocol: Protocol, naming: NamingMode) -> Vec<String> {
         response.into_body().collect().await.unwrap();
     }
     assert!(statsd.flush());
-    let mut lines = Vec::new();
-    while let Ok(packet) = rx.try_recv() {
-        lines.extend(
-            String::from_utf8(packet)
-                .unwrap()
-                .lines()
-                .map(str::to_owned),
-        );
-    }
-    lines
+    lines_of(&rx)
 }
 
 #[tokio::test]

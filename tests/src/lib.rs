@@ -419,6 +419,16 @@ pub fn get(client: &reqwest::blocking::Client, url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The number after `'key': ` in one of the admin port's dumps (Node's
+/// `util.inspect` of an object: `'key': value,`), read to its end, so `500`
+/// is never taken for `5000`.
+pub fn admin_value(dump: &str, key: &str) -> Option<f64> {
+    let start = dump.find(&format!("'{key}': "))? + key.len() + 4;
+    let rest = &dump[start..];
+    let end = rest.find([',', '\n', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
 /// What the bench servers (`src/bin/*`) take: the variant (first argument),
 /// the listen address (second argument, `BENCH_ADDR`, or 127.0.0.1:8000) and
 /// the number of tokio workers (`BENCH_WORKERS`, default 1).

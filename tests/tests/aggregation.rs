@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::{poll, Stack};
+use e2e::{admin_value, poll, Stack};
 use tower_statsd::cadence::MetricSink;
 use tower_statsd::prelude::*;
 use tower_statsd::{Protocol, Statsd};
@@ -112,28 +112,19 @@ fn workload(statsd: &Statsd) -> Expected {
     want
 }
 
-/// The value of `key` in the admin port's `counters` dump (Node's
-/// `util.inspect` of an object: `'key': value,`).
-fn admin_counter(dump: &str, key: &str) -> Option<f64> {
-    let start = dump.find(&format!("'{key}': "))? + key.len() + 4;
-    let rest = &dump[start..];
-    let end = rest.find([',', '\n', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
-}
-
 /// Returns right after the daemon's flush: a marker counter is seen in the
 /// window, then seen reset to 0.
 fn wait_for_daemon_flush(stack: &Stack) {
     stack.send_raw("aggregation.sync:1|c");
     poll("the marker counter in the window", DEADLINE, || {
-        let value = admin_counter(&stack.admin("counters"), "aggregation.sync");
+        let value = admin_value(&stack.admin("counters"), "aggregation.sync");
         (value == Some(1.0))
             .then_some(())
             .ok_or(format!("{value:?}"))
     });
     let end = Instant::now() + DEADLINE;
     loop {
-        if admin_counter(&stack.admin("counters"), "aggregation.sync") == Some(0.0) {
+        if admin_value(&stack.admin("counters"), "aggregation.sync") == Some(0.0) {
             return;
         }
         assert!(Instant::now() < end, "no daemon flush within {DEADLINE:?}");
@@ -210,9 +201,9 @@ fn aggregated_and_unaggregated_streams_mean_the_same() {
         let got = poll("both counters in the window", DEADLINE, || {
             let dump = stack.admin("counters");
             let got = (
-                admin_counter(&dump, &format!("{on}.hits")),
-                admin_counter(&dump, &format!("{off}.hits")),
-                admin_counter(&dump, "statsd.bad_lines_seen"),
+                admin_value(&dump, &format!("{on}.hits")),
+                admin_value(&dump, &format!("{off}.hits")),
+                admin_value(&dump, "statsd.bad_lines_seen"),
             );
             if got.0 == Some(want.hits) && got.1 == Some(want.hits) {
                 return Ok(Some(got));
@@ -349,7 +340,7 @@ fn sampled_timers_keep_exact_counts_and_extremes() {
             "a sample, not every value: {packets} packets"
         );
         let landed = poll("the window in the daemon", DEADLINE, || {
-            let done = admin_counter(&stack.admin("counters"), &format!("{prefix}.done"));
+            let done = admin_value(&stack.admin("counters"), &format!("{prefix}.done"));
             if done == Some(1.0) {
                 return Ok(true);
             }
@@ -382,6 +373,6 @@ fn sampled_timers_keep_exact_counts_and_extremes() {
             "{name} {got} is more than 2.5% of the range from {truth}"
         );
     }
-    let bad = admin_counter(&stack.admin("counters"), "statsd.bad_lines_seen");
+    let bad = admin_value(&stack.admin("counters"), "statsd.bad_lines_seen");
     assert_eq!(bad, Some(0.0));
 }

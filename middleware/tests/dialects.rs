@@ -37,6 +37,7 @@ use tower_statsd::{NamingMode, Protocol, Statsd};
 
 mod support;
 use support::daemon::{dogstatsd_as_etsy, Daemon};
+use support::received_lines;
 
 /// The lines of one window: 3 requests to `/` with two users, and a
 /// handler-style timer with a client-side sample rate, through `protocol`.
@@ -69,21 +70,7 @@ async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
     statsd.set("seen", 1i64).ok();
     statsd.set("seen", 2i64).ok();
     assert!(statsd.flush());
-    lines_of(&rx)
-}
-
-/// Every line of every packet the spy holds.
-fn lines_of(rx: &crossbeam_channel::Receiver<Vec<u8>>) -> Vec<String> {
-    let mut lines = Vec::new();
-    while let Ok(packet) = rx.try_recv() {
-        lines.extend(
-            String::from_utf8(packet)
-                .unwrap()
-                .lines()
-                .map(str::to_owned),
-        );
-    }
-    lines
+    received_lines(&rx)
 }
 
 /// Timer values of the layer depend on the clock: written as `T`.
@@ -414,7 +401,7 @@ async fn sizes(protocol: Protocol, naming: NamingMode) -> Vec<String> {
         response.into_body().collect().await.unwrap();
     }
     assert!(statsd.flush());
-    lines_of(&rx)
+    received_lines(&rx)
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use axum::Router;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use support::{flushed_lines, spy_statsd, totals};
+use support::{flushed_lines, received_lines, spy_statsd, totals};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_statsd::cadence::prelude::*;
@@ -273,15 +273,7 @@ fn dropping_the_last_handle_sends_the_final_window_before_it_returns() {
     statsd.timing_ms("took", 1.5);
     drop(statsd);
     // No waiting here: the drop itself waited for the flusher.
-    let mut lines = Vec::new();
-    while let Ok(packet) = rx.try_recv() {
-        lines.extend(
-            String::from_utf8(packet)
-                .unwrap()
-                .lines()
-                .map(str::to_owned),
-        );
-    }
+    let mut lines = received_lines(&rx);
     lines.sort();
     assert_eq!(lines, ["t.jobs:1|c", "t.took:1.5|ms"]);
 }
@@ -300,15 +292,7 @@ async fn dropping_the_last_layer_and_handle_sends_the_requests_window() {
         .unwrap();
     response.into_body().collect().await.unwrap();
     drop(statsd);
-    let mut lines = Vec::new();
-    while let Ok(packet) = rx.try_recv() {
-        lines.extend(
-            String::from_utf8(packet)
-                .unwrap()
-                .lines()
-                .map(str::to_owned),
-        );
-    }
+    let lines = received_lines(&rx);
     let t = totals(&lines);
     assert_eq!(
         t.counters.get("t.unmatched.called"),

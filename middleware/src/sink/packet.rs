@@ -110,8 +110,7 @@ impl PacketWriter {
             self.send_buffered();
         }
         if entry.len() > self.max_packet_size {
-            self.stats.oversized.fetch_add(1, Relaxed);
-            self.outbox.push_back(entry.to_owned());
+            self.push_alone(entry.to_owned());
             return;
         }
         if !self.buf.is_empty() {
@@ -189,9 +188,7 @@ impl PacketWriter {
                 self.send_buffered();
             }
             if line > self.max_packet_size {
-                let alone = format!("{name}:{field}{suffix}");
-                self.stats.oversized.fetch_add(1, Relaxed);
-                self.outbox.push_back(alone);
+                self.push_alone(format!("{name}:{field}{suffix}"));
                 continue;
             }
             if !self.buf.is_empty() {
@@ -241,13 +238,9 @@ impl PacketWriter {
                 self.send_buffered();
             }
             if line > self.max_packet_size {
-                let mut alone = String::with_capacity(line);
-                alone.push_str(name);
-                alone.push(':');
-                alone.push_str(&field);
+                let mut alone = format!("{name}:{field}");
                 write_tags(&mut alone, tags);
-                self.stats.oversized.fetch_add(1, Relaxed);
-                self.outbox.push_back(alone);
+                self.push_alone(alone);
                 continue;
             }
             if !self.buf.is_empty() {
@@ -303,6 +296,12 @@ impl PacketWriter {
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// A line longer than a packet on its own: sent alone, and counted.
+    fn push_alone(&mut self, line: String) {
+        self.stats.oversized.fetch_add(1, Relaxed);
+        self.outbox.push_back(line);
     }
 
     fn fits(&self, entry_len: usize) -> bool {

@@ -25,6 +25,11 @@ pub fn spy_statsd(prefix: &str) -> (Statsd, Receiver<Vec<u8>>) {
 /// Flushes and returns every line sent since the last call.
 pub fn flushed_lines(statsd: &Statsd, rx: &Receiver<Vec<u8>>) -> Vec<String> {
     assert!(statsd.flush(), "flush timed out");
+    received_lines(rx)
+}
+
+/// Every line of every packet received so far, without flushing first.
+pub fn received_lines(rx: &Receiver<Vec<u8>>) -> Vec<String> {
     let mut lines = Vec::new();
     while let Ok(packet) = rx.try_recv() {
         let text = String::from_utf8(packet).expect("packets are UTF-8");

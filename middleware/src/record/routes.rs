@@ -85,6 +85,12 @@ impl Source for Routes {
         }
     }
 
+    fn drain_full(&self, out: &mut PacketWriter) {
+        for stats in self.all() {
+            stats.drain_full_sets(out);
+        }
+    }
+
     fn in_use(&self) -> bool {
         // `all()` holds one more reference to each; a recorder one more still.
         self.all().iter().any(|stats| Arc::strong_count(stats) > 2)
@@ -164,7 +170,17 @@ mod tests {
         assert!(statsd.flush());
         let mut packets = vec![first.unwrap()];
         packets.extend(rx.take());
-        let mut members: Vec<String> = lines(&packets)
+        let lines = lines(&packets);
+        // Only the sets left early: the counter covers the whole window.
+        let called: Vec<&String> = lines.iter().filter(|l| l.contains(".called:")).collect();
+        assert_eq!(
+            called,
+            [&format!(
+                "p.user.called:{}|c",
+                super::super::stats::EARLY_FLUSH_MEMBERS * 2
+            )]
+        );
+        let mut members: Vec<String> = lines
             .iter()
             .filter_map(|l| l.strip_prefix("p.user:"))
             .flat_map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())

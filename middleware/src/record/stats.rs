@@ -50,6 +50,9 @@ fn shard_of_this_thread() -> usize {
     SHARD.with(|shard| *shard)
 }
 
+/// A window's distinct users.
+type Members = HashSet<UserToken, FxBuildHasher>;
+
 /// What one request reports, by the time its response body has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Key {
@@ -82,7 +85,7 @@ struct Window {
     /// Response sizes in bytes, per timer series, when the route sends
     /// their distribution.
     sizes: Vec<(Series, TimerSample)>,
-    members: HashSet<UserToken, FxBuildHasher>,
+    members: Members,
     /// Members refused because the window was far over its size.
     refused: u64,
 }
@@ -142,6 +145,8 @@ pub(crate) struct RouteStats {
     in_flight_sent: AtomicI64,
     /// The flusher's swap buffer: a cleared window whose buffers have grown.
     spare: Mutex<Window>,
+    /// The swap buffer of an early drain, which takes a full set alone.
+    spare_members: Mutex<Members>,
     timer_cap: usize,
     control: std::sync::Arc<Control>,
 }
@@ -157,6 +162,7 @@ impl RouteStats {
             shards: (0..*SHARDS).map(|_| CachePadded::default()).collect(),
             in_flight_sent: AtomicI64::new(0),
             spare: Mutex::default(),
+            spare_members: Mutex::default(),
             timer_cap,
             control,
         }
@@ -201,6 +207,28 @@ impl RouteStats {
             } else if !window.members.contains(&member) {
                 window.refused += 1;
             }
+        }
+    }
+
+    /// Writes the sets of users that filled up (at least
+    /// [`EARLY_FLUSH_MEMBERS`]) and starts them afresh; the rest of the
+    /// window (counters, timer samples, smaller sets) waits for its end, so
+    /// a flood of new users does not cut the window, and the timer sample,
+    /// short. The flusher's answer to [`Control::drain_early`].
+    pub(crate) fn drain_full_sets(&self, out: &mut PacketWriter) {
+        let Some(set) = &self.names.user_set else {
+            return;
+        };
+        let mut spare = lock(&self.spare_members);
+        for shard in self.shards.iter() {
+            let mut window = lock(&shard.window);
+            if window.members.len() < EARLY_FLUSH_MEMBERS {
+                continue;
+            }
+            std::mem::swap(&mut window.members, &mut *spare);
+            drop(window);
+            out.push_packed(set, "", spare.iter().map(|m| Value::Set(m.as_str())));
+            spare.clear();
         }
     }
 
@@ -531,6 +559,45 @@ mod tests {
                 "p.http.requests:2|c|#route:root,method:GET,status:200",
             ]
         );
+    }
+
+    #[test]
+    fn an_early_drain_takes_the_full_set_alone() {
+        let root = stats(NamingMode::Hierarchical, "/", 0);
+        let visit = |id: &str| {
+            root.enter();
+            root.record(key("GET", 200), MS_1_5, 1, user(id));
+        };
+        for id in 0..EARLY_FLUSH_MEMBERS - 1 {
+            visit(&id.to_string());
+        }
+        let full_sets = |stats: &RouteStats| {
+            let (rx, spy) = spy();
+            let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+            stats.drain_full_sets(&mut out);
+            out.flush();
+            lines(&rx.take())
+        };
+        assert_eq!(full_sets(&root), Vec::<String>::new(), "not full yet");
+        visit("last");
+        let early = full_sets(&root);
+        assert_eq!(early.len(), EARLY_FLUSH_MEMBERS, "{early:?}");
+        assert!(early
+            .iter()
+            .all(|l| l.starts_with("p.user:") && l.ends_with("|s")));
+        assert!(early.contains(&"p.user:last|s".to_owned()));
+        // The window goes on: one more user, and the end of the window has
+        // every request's counter and timer, and only the new member.
+        visit("new");
+        let window = drained(&root);
+        assert!(window.contains(&format!("p.root.called:{}|c", EARLY_FLUSH_MEMBERS + 1)));
+        assert!(window.contains(&"p.user:new|s".to_owned()), "{window:?}");
+        let timer_values: usize = window
+            .iter()
+            .filter(|l| l.starts_with("p.root:"))
+            .map(|l| l.matches("|ms").count())
+            .sum();
+        assert_eq!(timer_values, EARLY_FLUSH_MEMBERS + 1);
     }
 
     #[test]

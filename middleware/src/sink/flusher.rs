@@ -1,7 +1,10 @@
 //! The one background thread (`tower-statsd`): it sleeps until the window
-//! ends, or until a flush, an early drain or shutdown is asked for; then it
-//! drains every source into packets and sends them, paced over half a
-//! window. It never polls: with nothing to send it wakes once per window.
+//! ends, or until a flush, an early drain or shutdown is asked for. At the
+//! window's end it drains every source into packets and sends them, paced
+//! over half a window. An early drain takes only what filled up (a set of
+//! users, a full handler window) and sends it at once, 32 packets a
+//! millisecond. It never polls: with nothing to send it wakes once per
+//! window.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -239,6 +242,8 @@ pub(super) struct Flusher {
     /// The swap buffer for `core.lines`: a drained window, capacity kept.
     pub(super) spare: Aggregator,
     pub(super) flush_interval: Duration,
+    /// The size past which the handlers' window is sent early.
+    pub(super) max_buffered_values: usize,
     pub(super) dropped_metric: String,
     pub(super) reported_dropped: u64,
     /// When the next packets leave (see [`Flusher::send_some`]).
@@ -282,8 +287,8 @@ impl Flusher {
                     self.core.control.flushed(ticket);
                 }
                 Wake::Early => {
-                    self.drain();
-                    self.next_send = Instant::now();
+                    self.drain_full();
+                    self.send_all();
                 }
                 Wake::Time => {}
             }
@@ -307,10 +312,19 @@ impl Flusher {
     fn flush(&mut self) {
         self.drain();
         self.writer.seal();
+        self.send_all();
+        self.writer.flush();
+    }
+
+    /// Sends every waiting packet now, `BURST` at a time, a millisecond
+    /// apart. Also after an early drain: full sets come at the rate requests
+    /// bring new users, already spread in time, so holding them for half a
+    /// window would only hold memory (half a second of a flood of new users
+    /// is megabytes of lines).
+    fn send_all(&mut self) {
         while self.writer.send_pending(BURST) > 0 {
             std::thread::sleep(FLUSH_GAP);
         }
-        self.writer.flush();
     }
 
     /// Sends `BURST` packets and sets the time of the next ones, so that
@@ -330,6 +344,24 @@ impl Flusher {
             (self.flush_interval / 2).mul_f64(BURST as f64 / left.max(BURST) as f64)
         };
         self.next_send = now + gap;
+    }
+
+    /// Writes what filled up before the window's end, and nothing else:
+    /// the sources' full sets of users, and the handlers' window when it
+    /// holds `max_buffered_values`. Counters and timer samples of the
+    /// sources wait for the window's end.
+    fn drain_full(&mut self) {
+        let sources = self.core.sources().clone();
+        for source in &sources {
+            source.drain_full(&mut self.writer);
+        }
+        drop(sources);
+        let mut lines = self.core.lines();
+        if lines.len() >= self.max_buffered_values {
+            std::mem::swap(&mut *lines, &mut self.spare);
+            drop(lines);
+            self.spare.drain(&mut self.writer);
+        }
     }
 
     /// Writes every source, the handlers' window and the dropped count into

@@ -401,6 +401,7 @@ impl AggregatingSinkBuilder {
             writer,
             spare: Aggregator::new(self.max_timer_samples),
             flush_interval: self.flush_interval,
+            max_buffered_values: self.max_buffered_values,
             dropped_metric: self.dropped_metric,
             reported_dropped: 0,
             next_send: Instant::now(),

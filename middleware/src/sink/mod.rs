@@ -123,6 +123,11 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// new window.
     fn drain(&self, out: &mut PacketWriter);
 
+    /// Writes only what filled up before the window's end (a route's set of
+    /// users past its early-drain size) and leaves the rest of the window
+    /// to its end: counters and timer samples keep their whole window.
+    fn drain_full(&self, out: &mut PacketWriter);
+
     /// Whether something may still record into this source besides the
     /// sink's own reference (a request in flight). A source nobody else
     /// holds and that is not in use is drained one last time and dropped.

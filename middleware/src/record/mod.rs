@@ -9,6 +9,7 @@
 //!   [`Source`](crate::sink::Source) the sink's flusher drains each window;
 //! - `stats`: one route's window, sharded per core, and how it is written.
 
+mod members;
 mod routes;
 mod stats;
 

@@ -11,15 +11,14 @@
 //! their capacity is reused). Names are written only when the flusher
 //! drains the window.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use http::StatusCode;
-use rustc_hash::FxBuildHasher;
 
+use super::members::Members;
 use crate::naming::{MethodTag, NamingMode, RouteNames};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
@@ -49,9 +48,6 @@ fn shard_of_this_thread() -> usize {
     }
     SHARD.with(|shard| *shard)
 }
-
-/// A window's distinct users.
-type Members = HashSet<UserToken, FxBuildHasher>;
 
 /// What one request reports, by the time its response body has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,11 +196,11 @@ impl RouteStats {
         if let Some(member) = member {
             let held = window.members.len();
             if held < MAX_MEMBERS {
-                if window.members.insert(member) && held + 1 == EARLY_FLUSH_MEMBERS {
+                if window.members.insert(member.as_str()) && held + 1 == EARLY_FLUSH_MEMBERS {
                     drop(window);
                     self.control.drain_early();
                 }
-            } else if !window.members.contains(&member) {
+            } else if !window.members.contains(member.as_str()) {
                 window.refused += 1;
             }
         }
@@ -227,7 +223,7 @@ impl RouteStats {
             }
             std::mem::swap(&mut window.members, &mut *spare);
             drop(window);
-            out.push_packed(set, "", spare.iter().map(|m| Value::Set(m.as_str())));
+            out.push_packed(set, "", spare.iter().map(Value::Set));
             spare.clear();
         }
     }
@@ -251,11 +247,7 @@ impl RouteStats {
                 // Each shard's members as they are, without a union first: a
                 // user seen on two cores is sent twice, and the daemon's set
                 // counts it once.
-                out.push_packed(
-                    set,
-                    "",
-                    spare.members.iter().map(|m| Value::Set(m.as_str())),
-                );
+                out.push_packed(set, "", spare.members.iter().map(Value::Set));
             }
             spare.members.clear();
             merged.add(&mut spare);

@@ -416,4 +416,180 @@ mod tests {
             Err(ConfigError::EmptyHost)
         ));
     }
+
+    /// Every field of a builder, to compare whole builders.
+    fn fields(b: &StatsdBuilder) -> String {
+        format!("{b:?}")
+    }
+
+    #[test]
+    fn each_setter_sets_its_field_and_only_it() {
+        let b = StatsdBuilder::new()
+            .host("graphite")
+            .port(9125)
+            .prefix("statstest")
+            .max_packet_size(1432)
+            .ipv6(true)
+            .flush_interval(Duration::from_millis(250))
+            .max_timer_samples(64)
+            .protocol(Protocol::DogStatsd)
+            .transport(Transport::Tcp)
+            .naming(NamingMode::Tagged);
+        assert_eq!(
+            fields(&b),
+            "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", \
+             max_packet_size: 1432, ipv6: true, flush_interval: 250ms, \
+             max_timer_samples: 64, protocol: DogStatsd, transport: Tcp, naming: Tagged }"
+        );
+        // The same values read from the environment make the same builder.
+        let from_env = env(&[
+            ("STATSD_HOST", "graphite"),
+            ("STATSD_PORT", "9125"),
+            ("STATSD_PREFIX", "statstest"),
+            ("STATSD_MAXUDPSIZE", "1432"),
+            ("STATSD_IPV6", "1"),
+            ("STATSD_FLUSH_MS", "250"),
+            ("STATSD_MAX_TIMER_SAMPLES", "64"),
+            ("STATSD_PROTOCOL", "dogstatsd"),
+            ("STATSD_TRANSPORT", "tcp"),
+            ("STATSD_NAMING", "tagged"),
+        ])
+        .unwrap();
+        assert_eq!(fields(&from_env), fields(&b));
+        assert_eq!(
+            fields(&StatsdBuilder::new()),
+            "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", \
+             max_packet_size: 512, ipv6: false, flush_interval: 1s, \
+             max_timer_samples: 1024, protocol: Plain, transport: Udp, naming: Hierarchical }"
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_a_flag() {
+        for on in ["1", "true", "YES", " on "] {
+            let b = StatsdBuilder::new().env_vars([("STATSD_IPV6".to_owned(), on.to_owned())]);
+            assert!(b.unwrap().ipv6, "{on:?}");
+        }
+        for off in ["0", "false", "No", "off", ""] {
+            // Over a builder set to IPv6: the variable turns it off.
+            let b = StatsdBuilder::new()
+                .ipv6(true)
+                .env_vars([("STATSD_IPV6".to_owned(), off.to_owned())]);
+            assert!(!b.unwrap().ipv6, "{off:?}");
+        }
+    }
+
+    #[test]
+    fn every_transport_and_naming_from_the_environment() {
+        // Each over a builder set otherwise, so that the variable is what
+        // sets it.
+        let tcp = || StatsdBuilder::new().transport(Transport::Tcp);
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        for udp in ["udp", " UDP ", ""] {
+            let b = tcp().env_vars(vars(&[("STATSD_TRANSPORT", udp)])).unwrap();
+            assert_eq!(b.transport, Transport::Udp, "{udp:?}");
+        }
+        let b = env(&[("STATSD_TRANSPORT", "Tcp")]).unwrap();
+        assert_eq!(b.transport, Transport::Tcp);
+        let b = tcp()
+            .env_vars(vars(&[
+                ("STATSD_TRANSPORT", "unix"),
+                ("STATSD_SOCKET", "/run/statsd.sock"),
+            ]))
+            .unwrap();
+        assert_eq!(b.transport, Transport::Unix("/run/statsd.sock".into()));
+        let e = env(&[("STATSD_TRANSPORT", "pigeon")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "STATSD_TRANSPORT=\"pigeon\" is not valid: expected udp, tcp or unix"
+        );
+
+        let tagged = || StatsdBuilder::new().naming(NamingMode::Tagged);
+        for hierarchical in ["hierarchical", "Hierarchical", ""] {
+            let b = tagged()
+                .env_vars(vars(&[("STATSD_NAMING", hierarchical)]))
+                .unwrap();
+            assert_eq!(b.naming, NamingMode::Hierarchical, "{hierarchical:?}");
+        }
+        let b = env(&[("STATSD_NAMING", " TAGGED ")]).unwrap();
+        assert_eq!(b.naming, NamingMode::Tagged);
+        let e = env(&[("STATSD_NAMING", "flat")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "STATSD_NAMING=\"flat\" is not valid: expected hierarchical or tagged"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_variable_is_named_with_its_prefix() {
+        let e = env(&[("STATSD_PORT", "eighty")]).unwrap_err();
+        assert!(matches!(e, ConfigError::Env(_)), "{e:?}");
+        let message = e.to_string();
+        assert!(message.contains("provided by STATSD_PORT"), "{message}");
+        assert!(
+            message.ends_with("; see the configuration table in the tower-statsd README"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn validate_accepts_the_limits_and_refuses_beyond_them() {
+        let ok = |b: StatsdBuilder| b.validate().map_err(|e| e.to_string());
+        assert_eq!(ok(StatsdBuilder::new()), Ok(()));
+        assert!(matches!(
+            StatsdBuilder::new().host("").validate(),
+            Err(ConfigError::EmptyHost)
+        ));
+        assert!(matches!(
+            StatsdBuilder::new().port(0).validate(),
+            Err(ConfigError::ZeroPort)
+        ));
+        assert_eq!(ok(StatsdBuilder::new().port(1)), Ok(()));
+        // A Unix socket needs neither host nor port.
+        let unix = StatsdBuilder::new()
+            .host("")
+            .port(0)
+            .transport(Transport::Unix("/run/statsd.sock".into()));
+        assert_eq!(ok(unix), Ok(()));
+        assert!(matches!(
+            StatsdBuilder::new()
+                .transport(Transport::Tcp)
+                .port(0)
+                .validate(),
+            Err(ConfigError::ZeroPort)
+        ));
+
+        assert!(matches!(
+            StatsdBuilder::new().max_packet_size(63).validate(),
+            Err(ConfigError::MaxUdpSizeTooSmall(63))
+        ));
+        assert_eq!(ok(StatsdBuilder::new().max_packet_size(64)), Ok(()));
+        assert_eq!(ok(StatsdBuilder::new().max_packet_size(65_535)), Ok(()));
+
+        assert!(matches!(
+            StatsdBuilder::new()
+                .flush_interval(Duration::ZERO)
+                .validate(),
+            Err(ConfigError::ZeroFlushInterval)
+        ));
+        assert_eq!(
+            ok(StatsdBuilder::new().flush_interval(Duration::from_nanos(1))),
+            Ok(())
+        );
+
+        for too_small in [1, 63] {
+            assert!(matches!(
+                StatsdBuilder::new().max_timer_samples(too_small).validate(),
+                Err(ConfigError::MaxTimerSamplesTooSmall(n)) if n == too_small
+            ));
+        }
+        for fine in [0, 64] {
+            assert_eq!(ok(StatsdBuilder::new().max_timer_samples(fine)), Ok(()));
+        }
+    }
 }

@@ -83,3 +83,28 @@ fn a_key_with_no_name_left_is_dropped_and_counted_never_sent_as_the_prefix() {
     lines.sort();
     assert_eq!(lines, ["p.ok:1.5|ms", "p.tower_statsd.dropped:2|c"]);
 }
+
+#[test]
+fn debug_and_prefix_show_the_sanitized_prefix() {
+    let (statsd, _rx) = spy_statsd(".my..app.");
+    assert_eq!(statsd.prefix(), "my.app");
+    assert_eq!(
+        format!("{statsd:?}"),
+        r#"Statsd { prefix: "my.app", naming: Hierarchical, .. }"#
+    );
+}
+
+#[test]
+fn values_that_are_not_numbers_or_negative_times_are_not_sent() {
+    let (statsd, rx) = spy_statsd("p");
+    statsd.timing_ms("negative", -0.5);
+    statsd.timing_ms("nan", f64::NAN);
+    statsd.timing_ms("infinite", f64::INFINITY);
+    statsd.gauge_delta("nan", f64::NAN);
+    statsd.gauge_delta("infinite", f64::NEG_INFINITY);
+    statsd.timing_ms("zero", 0.0);
+    statsd.gauge_delta("down", -1.5);
+    let mut lines = flushed_lines(&statsd, &rx);
+    lines.sort();
+    assert_eq!(lines, ["p.down:-1.5|g", "p.zero:0|ms"]);
+}

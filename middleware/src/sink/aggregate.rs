@@ -419,4 +419,59 @@ mod tests {
             assert!(parse(&line).is_ok(), "{line}");
         }
     }
+
+    /// `len` counts what the window holds: a timer past its cap holds no
+    /// more; each term kept unsummed and each delta kept unfolded is one more.
+    #[test]
+    fn len_counts_held_values_and_every_term_kept_apart() {
+        let mut agg = Aggregator::new(64);
+        for i in 0..100 {
+            add(&mut agg, "t", "", timer(f64::from(i), 1.0));
+        }
+        assert_eq!(agg.len(), 64, "a full sample holds no more values");
+        add(&mut agg, "t", "", timer(1.0, 0.5));
+        assert_eq!(agg.len(), 65, "a value a client sampled is held");
+        add(&mut agg, "a", "", count(f64::MAX, 1.0));
+        add(&mut agg, "a", "", count(f64::MAX, 1.0));
+        assert_eq!(agg.len(), 67, "the overflowing term is kept apart");
+        add(&mut agg, "a", "", count(1.0, 1.0));
+        assert_eq!(agg.len(), 68, "and every later term of that counter");
+        add(&mut agg, "g", "", Value::Gauge(f64::MAX));
+        add(&mut agg, "g", "", Value::GaugeDelta(f64::MAX));
+        assert_eq!(agg.len(), 70, "the overflowing delta is kept apart");
+        add(&mut agg, "g", "", Value::GaugeDelta(-1.0));
+        assert_eq!(agg.len(), 71, "and every later delta of that gauge");
+        let lines = drain(&mut agg);
+        let max = f64::MAX.to_string();
+        let kept_apart: Vec<&String> = lines.iter().filter(|l| !l.starts_with("t:")).collect();
+        let mut want = [
+            "a:1|c".to_owned(),
+            format!("a:{max}|c"),
+            format!("a:{max}|c"),
+            format!("g:{max}|g"),
+            format!("g:+{max}|g"),
+            "g:-1|g".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(kept_apart, want.iter().collect::<Vec<_>>());
+        assert_eq!(agg.len(), 0);
+    }
+
+    /// A gauge's deltas are folded while the value and the summed deltas
+    /// stay finite, and only then.
+    #[test]
+    fn gauge_deltas_fold_while_the_value_stays_finite() {
+        let mut agg = Aggregator::new(0);
+        // 1e160 + 1e160 is finite (their product would not be).
+        add(&mut agg, "big", "", Value::Gauge(1e160));
+        add(&mut agg, "big", "", Value::GaugeDelta(1e160));
+        // 1e308 - 1e308 is 0 (their difference, 2e308, would overflow).
+        add(&mut agg, "back", "", Value::GaugeDelta(1e308));
+        add(&mut agg, "back", "", Value::GaugeDelta(-1e308));
+        assert_eq!(agg.len(), 2);
+        assert_eq!(
+            drain(&mut agg),
+            ["back:+0|g".to_owned(), format!("big:{}|g", 2e160)]
+        );
+    }
 }

@@ -630,4 +630,54 @@ mod tests {
             assert_eq!(parse(&text), Ok(metric), "{text}");
         }
     }
+
+    #[test]
+    fn zero_is_a_timer_value_and_an_absolute_gauge() {
+        assert_eq!(
+            parse("t:0|ms").unwrap().value,
+            Value::Timer { ms: 0.0, rate: 1.0 }
+        );
+        let gauge = |value| Metric {
+            name: "g",
+            tags: "",
+            value: Value::Gauge(value),
+        };
+        // Only a negative gauge is reset first; 0 and -0 are plain `0`.
+        assert_eq!(line(&gauge(0.0)), "g:0|g");
+        assert_eq!(line(&gauge(-0.0)), "g:0|g");
+        assert_eq!(line(&gauge(3.0)), "g:3|g");
+    }
+
+    #[test]
+    fn tags_len_is_what_write_tags_adds() {
+        for (tags, len) in [("", 0), ("k:v", 5), ("route:root,method:GET", 23)] {
+            let mut out = String::from("a:1|c");
+            write_tags(&mut out, tags);
+            assert_eq!(out.len() - "a:1|c".len(), len, "{tags:?}");
+            assert_eq!(tags_len(tags), len, "{tags:?}");
+        }
+    }
+
+    #[test]
+    fn milliseconds_round_to_the_microsecond_from_ms_times_1000() {
+        let ms = |ms| {
+            let mut out = String::from("t:");
+            write_ms(&mut out, ms);
+            out
+        };
+        // `(ms * 1000).round()`: 1.2345 * 1000 is 1234.5 and rounds up
+        // (formatting 1.2345 with 3 decimals would give 1.234: its binary
+        // value is just below); the same for 1.0005.
+        assert_eq!(ms(1.2345), "t:1.235");
+        assert_eq!(ms(1.0005), "t:1.001");
+        assert_eq!(ms(12.3455), "t:12.346");
+        assert_eq!(ms(-2.5), "t:-2.5");
+        assert_eq!(ms(-0.0004), "t:0");
+        // Past 10^15 microseconds the float form, trimmed: still exact, no
+        // exponent, no fraction.
+        assert_eq!(ms(1e13), "t:10000000000000");
+        assert_eq!(ms(1e20), "t:100000000000000000000");
+        assert_eq!(ms(-1e20), "t:-100000000000000000000");
+        assert_eq!(ms(2f64.powi(70)), "t:1180591620717411303424");
+    }
 }

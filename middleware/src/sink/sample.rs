@@ -298,4 +298,57 @@ mod tests {
             assert_eq!(1.0 / back, (1u64 << j) as f64);
         }
     }
+
+    /// With two slots, the minimum and the maximum are exactly what is sent,
+    /// however many values arrive and in whatever order: each replaces a
+    /// random value, never the other one.
+    #[test]
+    fn two_slots_hold_the_minimum_and_the_maximum() {
+        for seen in 3..100 {
+            let mut order: Vec<u32> = (0..seen).collect();
+            fastrand::Rng::with_seed(seen.into()).shuffle(&mut order);
+            let mut sample = TimerSample::default();
+            for &i in &order {
+                sample.add(f64::from(i), 2);
+            }
+            assert_eq!((sample.seen(), sample.len()), (seen.into(), 2));
+            let mut values = drained(&mut sample);
+            values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let ms: Vec<f64> = values.iter().map(|v| v.0).collect();
+            assert_eq!(ms, [0.0, f64::from(seen - 1)], "{seen} values");
+            if seen.count_ones() == 2 {
+                // 48 = 32 + 16, say: two values stand for it exactly.
+                assert_eq!(daemon_count(&values), f64::from(seen), "{seen} values");
+            }
+        }
+    }
+
+    /// Draining a sampled timer runs on the flusher thread: it must end. A
+    /// drain that never finishes would hang every test that drains one, so
+    /// the test process is aborted instead of left to time out.
+    #[test]
+    fn draining_a_sampled_timer_finishes() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sample = TimerSample::default();
+            for i in 0..1_000 {
+                sample.add(f64::from(i), 64);
+            }
+            let values = drained(&mut sample);
+            let _ = tx.send((values.len(), daemon_count(&values)));
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(drained) => assert_eq!(drained, (64, 1_000.0)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("draining a sampled timer panicked")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!(
+                    "draining a sampled timer did not finish within 10 s; \
+                     aborting (every test that drains one hangs too)"
+                );
+                std::process::abort();
+            }
+        }
+    }
 }

@@ -269,6 +269,48 @@ mod tests {
 
     use super::*;
 
+    /// The next connection to `listener`, failing the test when none comes
+    /// within 5 seconds (a sink that reports a write without connecting must
+    /// fail the test, not hang it).
+    fn accept(listener: &TcpListener) -> BufReader<TcpStream> {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    return BufReader::new(conn);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no connection within 5 s");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(error) => panic!("accept: {error}"),
+            }
+        }
+    }
+
+    fn read_line(reader: &mut BufReader<TcpStream>) -> String {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    fn udp_server() -> UdpSocket {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        server
+    }
+
+    fn recv(server: &UdpSocket) -> String {
+        let mut buf = [0; 512];
+        let n = server.recv(&mut buf).expect("a datagram within 5 s");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
     #[test]
     fn udp_sends_one_datagram_per_packet() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -330,16 +372,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let sink = TcpSink::new("127.0.0.1", port);
-        sink.emit("a:1|c\nb:2|c").unwrap();
-        sink.emit("c:3|c\n").unwrap();
-        let (conn, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(conn);
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            lines.push(line);
-        }
+        // The bytes written, the added newline included.
+        assert_eq!(sink.emit("a:1|c\nb:2|c").unwrap(), 12);
+        assert_eq!(sink.emit("c:3|c\n").unwrap(), 6);
+        let stats = sink.stats();
+        assert_eq!((stats.packets_sent, stats.bytes_sent), (2, 18));
+        let mut reader = accept(&listener);
+        let lines: Vec<String> = (0..3).map(|_| read_line(&mut reader)).collect();
         assert_eq!(lines, ["a:1|c\n", "b:2|c\n", "c:3|c\n"]);
 
         // The server goes away: writes fail (perhaps not the very first one),
@@ -359,11 +398,55 @@ mod tests {
             "no reconnect within a second of the last attempt"
         );
         std::thread::sleep(RETRY_AFTER);
-        sink.emit("d:4|c").unwrap();
-        let (conn, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(conn).read_line(&mut line).unwrap();
-        assert_eq!(line, "d:4|c\n");
+        assert_eq!(sink.emit("d:4|c").unwrap(), 6);
+        assert_eq!(read_line(&mut accept(&listener)), "d:4|c\n");
+    }
+
+    #[test]
+    fn tcp_debug_names_the_target_and_timeout() {
+        let sink = TcpSink::new("statsd", 8125).timeout(Duration::from_millis(500));
+        assert_eq!(
+            format!("{sink:?}"),
+            r#"TcpSink { host: "statsd", port: 8125, timeout: 500ms, .. }"#
+        );
+    }
+
+    #[test]
+    fn udp_keeps_a_resolved_address_30_seconds_then_looks_it_up_again() {
+        // The sink is for `new`; an address it resolved earlier (`old`) is
+        // planted with its times, so that which server receives the next
+        // datagram shows whether the host was looked up again.
+        let old = udp_server();
+        let new = udp_server();
+        let sink = UdpSink::new("127.0.0.1", new.local_addr().unwrap().port(), false).unwrap();
+        let ago = |secs| {
+            Instant::now()
+                .checked_sub(Duration::from_secs(secs))
+                .expect("a monotonic clock that started over a minute ago")
+        };
+        let plant = |resolved: u64, attempted: u64| {
+            let mut target = lock(&sink.target);
+            target.addr = Some(old.local_addr().unwrap());
+            target.resolved_at = Some(ago(resolved));
+            target.attempted_at = Some(ago(attempted));
+        };
+
+        // Resolved 29 s ago (the last attempt 2 s ago): still trusted.
+        plant(29, 2);
+        sink.emit("kept:1|c").unwrap();
+        assert_eq!(recv(&old), "kept:1|c");
+        // Resolved 31 s ago, but looked up less than a second ago (that
+        // lookup failed): the last address is kept until a second has passed.
+        plant(31, 0);
+        sink.emit("waiting:1|c").unwrap();
+        assert_eq!(recv(&old), "waiting:1|c");
+        // Resolved 31 s ago, last attempt 31 s ago: looked up again.
+        plant(31, 31);
+        sink.emit("moved:1|c").unwrap();
+        assert_eq!(recv(&new), "moved:1|c", "the first datagram `new` receives");
+        let target = lock(&sink.target);
+        assert_eq!(target.addr, Some(new.local_addr().unwrap()));
+        assert!(since(target.resolved_at, Instant::now()) < RESOLVE_EVERY);
     }
 
     #[test]

@@ -325,8 +325,13 @@ pub(crate) fn write_ms(out: &mut String, ms: f64) {
         let _ = write!(out, "{}", micros / 1000);
         let mut frac = micros % 1000;
         if frac != 0 {
+            // At most two trailing zeros (0 < frac < 1000): a bounded loop,
+            // so no change to it can make a write run on.
             let mut digits = 3;
-            while frac % 10 == 0 {
+            for _ in 0..2 {
+                if frac % 10 != 0 {
+                    break;
+                }
                 frac /= 10;
                 digits -= 1;
             }

@@ -716,4 +716,59 @@ mod tests {
         flusher.writer.flush();
         assert_eq!(rx.take(), ["dropped:3|c"]);
     }
+
+    #[test]
+    fn a_handlers_window_asks_for_an_early_drain_once_when_it_fills_up() {
+        use cadence::MetricSink;
+        // A transport that says when the flusher is in it and holds it there
+        // until released: the early drains asked meanwhile stay asked.
+        struct Gate {
+            entered: Mutex<std::sync::mpsc::Sender<()>>,
+            release: Mutex<std::sync::mpsc::Receiver<()>>,
+            spy: cadence::SpyMetricSink,
+        }
+        impl MetricSink for Gate {
+            fn emit(&self, packet: &str) -> std::io::Result<usize> {
+                let _ = self.entered.lock().unwrap().send(());
+                let _ = self.release.lock().unwrap().recv();
+                self.spy.emit(packet)
+            }
+        }
+        let (entered, in_transport) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let (rx, spy) = spy();
+        let gate = Gate {
+            entered: Mutex::new(entered),
+            release: Mutex::new(released),
+            spy,
+        };
+        let sink = super::super::AggregatingSink::builder(gate)
+            .flush_interval(Duration::from_secs(3600))
+            .max_buffered_values(3)
+            .tiny_packets(5)
+            .build()
+            .unwrap();
+        let early = || sink.control().lock().early;
+        for line in ["a:1|c", "b:1|c", "c:1|c"] {
+            sink.emit(line).unwrap();
+        }
+        // The flusher took that full window and is sending it (a line a
+        // packet: the last one waits for more).
+        in_transport.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!early(), "taken");
+        sink.emit("d:1|c").unwrap();
+        sink.emit("e:1|c").unwrap();
+        assert!(!early(), "2 of 3 values: not full");
+        sink.emit("f:1|c").unwrap();
+        assert!(early(), "full");
+        sink.control().lock().early = false;
+        sink.emit("g:1|c").unwrap();
+        assert!(!early(), "asked once, when it filled up");
+        drop(release);
+        assert!(sink.flush());
+        let mut lines = super::super::testing::lines(&rx.take());
+        lines.sort();
+        let want = ["a", "b", "c", "d", "e", "f", "g"].map(|n| format!("{n}:1|c"));
+        assert_eq!(lines, want);
+    }
 }

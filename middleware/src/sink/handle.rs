@@ -792,11 +792,56 @@ mod tests {
 
     #[test]
     fn dropping_the_last_clone_waits_until_everything_left() {
-        let (rx, sink) = spy_sink(|b| b);
+        // A slow transport: a drop that did not wait would return first.
+        struct Slow(cadence::SpyMetricSink);
+        impl MetricSink for Slow {
+            fn emit(&self, packet: &str) -> io::Result<usize> {
+                thread::sleep(Duration::from_millis(200));
+                self.0.emit(packet)
+            }
+        }
+        let (rx, spy) = spy();
+        let sink = AggregatingSink::builder(Slow(spy))
+            .flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
         sink.emit("a:1|c").unwrap();
         drop(sink);
         // Not waited for: the drop returned once the flusher had sent it.
         assert_eq!(received(&rx), ["a:1|c"]);
+    }
+
+    #[test]
+    fn the_last_clone_dropped_on_the_flusher_thread_stops_it() {
+        // A transport that holds a clone of the sink and drops it on its
+        // first packet: by then the test's own clone is gone, so the flusher
+        // drops the last one itself, and cannot wait for itself to exit.
+        struct DropsSink(Arc<Mutex<Option<AggregatingSink>>>, cadence::SpyMetricSink);
+        impl MetricSink for DropsSink {
+            fn emit(&self, packet: &str) -> io::Result<usize> {
+                let last = self.0.lock().unwrap().take();
+                drop(last);
+                self.1.emit(packet)
+            }
+        }
+        let slot = Arc::new(Mutex::new(None));
+        let (rx, spy) = spy();
+        let sink = AggregatingSink::builder(DropsSink(slot.clone(), spy))
+            .flush_interval(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        *slot.lock().unwrap() = Some(sink.clone());
+        sink.emit("a:1|c").unwrap();
+        drop(sink);
+        // The window ends, the packet leaves, the flusher exits and drops
+        // the transport (the spy's sender) within moments.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut packets = Vec::new();
+        while let Some(packet) = rx.wait(deadline.saturating_duration_since(Instant::now())) {
+            packets.push(packet);
+        }
+        assert!(Instant::now() < deadline, "the flusher is still running");
+        assert_eq!(packets, ["a:1|c"]);
     }
 
     #[test]

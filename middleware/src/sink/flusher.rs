@@ -771,4 +771,45 @@ mod tests {
         let want = ["a", "b", "c", "d", "e", "f", "g"].map(|n| format!("{n}:1|c"));
         assert_eq!(lines, want);
     }
+
+    #[test]
+    fn the_first_window_ends_one_interval_after_the_start() {
+        let (rx, flusher) = flusher(Duration::from_secs(3600), 100);
+        let core = flusher.core.clone();
+        core.lines().add(Metric {
+            name: "a",
+            tags: "",
+            value: Value::Count {
+                value: 1.0,
+                rate: 1.0,
+            },
+        });
+        let thread = std::thread::spawn(move || flusher.run());
+        // An hour's window: nothing leaves before it ends, or a flush.
+        assert_eq!(rx.wait(Duration::from_millis(300)), None);
+        core.control.close(Duration::from_secs(5));
+        thread.join().unwrap();
+        assert_eq!(rx.take(), ["a:1|c"]);
+    }
+
+    #[test]
+    fn the_flusher_thread_paces_what_waits() {
+        let (rx, mut flusher) = flusher(Duration::from_secs(2), 100);
+        outbox(&mut flusher, BURST + 1);
+        let core = flusher.core.clone();
+        let start = Instant::now();
+        flusher.next_send = start;
+        let thread = std::thread::spawn(move || flusher.run());
+        // A burst at once, long before the window's end...
+        for _ in 0..BURST {
+            assert!(rx.wait(Duration::from_millis(1500)).is_some());
+        }
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        // ...and the last one half a window after it.
+        assert!(rx.wait(Duration::from_secs(5)).is_some());
+        assert!(start.elapsed() >= Duration::from_secs(1));
+        core.control.close(Duration::from_secs(5));
+        thread.join().unwrap();
+        assert!(rx.take().is_empty());
+    }
 }

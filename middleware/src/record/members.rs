@@ -108,6 +108,7 @@ mod tests {
         let mut members = Members::default();
         assert!(members.is_empty());
         assert!(members.insert("alice"));
+        assert!(!members.is_empty());
         assert!(members.insert("bob"));
         assert!(!members.insert("alice"), "already there");
         assert!(members.insert("al"), "a prefix is another member");

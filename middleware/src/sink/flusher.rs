@@ -403,3 +403,413 @@ impl Flusher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use super::super::packet::PacketStats;
+    use super::super::testing::{spy, Packets};
+    use super::*;
+
+    /// Runs `f` on a thread of its own and fails if it has not returned
+    /// within 5 seconds: a mutant that loops for ever fails the test rather
+    /// than hanging it.
+    fn within_5s(f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(Duration::from_secs(5)) {
+            Ok(()) => worker.join().unwrap(),
+            // `f` panicked: its own message says why.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(worker.join().unwrap_err())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("did not return in 5 s"),
+        }
+    }
+
+    /// A flusher whose thread is not started: its steps are called by the
+    /// test. Packets of at most 5 bytes, so each `a:1|c` is a packet.
+    fn flusher(flush_interval: Duration, max_buffered_values: usize) -> (Packets, Flusher) {
+        let (rx, spy) = spy();
+        let core = Arc::new(Core {
+            control: Arc::default(),
+            lines: Mutex::new(Aggregator::new(0)),
+            sources: Mutex::default(),
+        });
+        let writer = PacketWriter::new(Box::new(spy), 5, Arc::new(PacketStats::default()));
+        let flusher = Flusher {
+            core,
+            writer,
+            spare: Aggregator::new(0),
+            flush_interval,
+            max_buffered_values,
+            dropped_metric: "dropped".to_owned(),
+            reported_dropped: 0,
+            next_send: Instant::now(),
+        };
+        (rx, flusher)
+    }
+
+    /// `n` packets waiting in the outbox.
+    fn outbox(flusher: &mut Flusher, n: usize) {
+        for _ in 0..n {
+            flusher.writer.push_entry("a:1|c");
+        }
+        flusher.writer.seal();
+        assert_eq!(flusher.writer.pending(), n);
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn extract_takes_the_done_entries_and_keeps_the_rest() {
+        within_5s(|| {
+            let counts: Vec<(Arc<Count>, Waker)> = (0..5).map(|_| waker()).collect();
+            let mut waiting: Vec<(u64, Waker)> = [3, 1, 4, 2, 5]
+                .into_iter()
+                .zip(&counts)
+                .map(|(ticket, (_, waker))| (ticket, waker.clone()))
+                .collect();
+            let ready = extract(&mut waiting, |(ticket, _)| *ticket <= 2);
+            assert_eq!(ready.len(), 2);
+            ready.into_iter().for_each(Waker::wake);
+            let woken: Vec<usize> = counts.iter().map(|(c, _)| c.0.load(SeqCst)).collect();
+            assert_eq!(woken, [0, 1, 0, 1, 0]);
+            let mut left: Vec<u64> = waiting.iter().map(|(t, _)| *t).collect();
+            left.sort_unstable();
+            assert_eq!(left, [3, 4, 5]);
+            assert!(extract(&mut waiting, |_| false).is_empty());
+            assert_eq!(extract(&mut waiting, |_| true).len(), 3);
+            assert!(waiting.is_empty());
+        });
+    }
+
+    #[test]
+    fn tickets_count_up_and_each_waiter_is_woken_when_its_flush_is_done() {
+        within_5s(|| {
+            let control = Control::default();
+            assert_eq!(control.ask_flush(), Some(1));
+            assert_eq!(control.ask_flush(), Some(2));
+            assert_eq!(control.ask_flush(), Some(3));
+            let (one, waker_one) = waker();
+            let (two, waker_two) = waker();
+            let (three, waker_three) = waker();
+            let cx = |waker| Context::from_waker(waker);
+            assert!(control.poll_flushed(1, &mut cx(&waker_one)).is_pending());
+            assert!(control.poll_flushed(2, &mut cx(&waker_two)).is_pending());
+            assert!(control.poll_flushed(3, &mut cx(&waker_three)).is_pending());
+            // Polled again with a new waker: that one replaces the old one.
+            let (two_again, waker_two_again) = waker();
+            assert!(control
+                .poll_flushed(2, &mut cx(&waker_two_again))
+                .is_pending());
+            assert_eq!(control.lock().waiting.len(), 3);
+            // Flushes 1 and 2 done: their waiters are woken, 3 still waits.
+            control.flushed(2);
+            assert_eq!(one.0.load(SeqCst), 1);
+            assert_eq!(two.0.load(SeqCst), 0, "replaced");
+            assert_eq!(two_again.0.load(SeqCst), 1);
+            assert_eq!(three.0.load(SeqCst), 0);
+            assert_eq!(
+                control.poll_flushed(2, &mut cx(&waker_two)),
+                Poll::Ready(true)
+            );
+            assert!(control.poll_flushed(3, &mut cx(&waker_three)).is_pending());
+            // The flusher exits: 3 will never be done, and says so.
+            control.exited();
+            assert_eq!(three.0.load(SeqCst), 1);
+            assert_eq!(
+                control.poll_flushed(3, &mut cx(&waker_three)),
+                Poll::Ready(false)
+            );
+            assert_eq!(
+                control.poll_flushed(1, &mut cx(&waker_one)),
+                Poll::Ready(true)
+            );
+            assert_eq!(control.ask_flush(), None);
+            assert!(!control.flush(Duration::from_secs(5)));
+        });
+    }
+
+    /// A stand-in for the flusher thread: answers flushes until closed.
+    fn answer_flushes(control: Arc<Control>) -> std::thread::JoinHandle<u64> {
+        std::thread::spawn(move || {
+            let mut flushes = 0;
+            loop {
+                let until = Instant::now() + Duration::from_secs(3600);
+                match control.next(until) {
+                    Wake::Flush(ticket) => {
+                        flushes += 1;
+                        control.flushed(ticket);
+                    }
+                    Wake::Close => {
+                        control.exited();
+                        return flushes;
+                    }
+                    Wake::Early | Wake::Time => {}
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn a_flush_returns_as_soon_as_the_flusher_has_done_it() {
+        within_5s(|| {
+            let control = Arc::new(Control::default());
+            let thread = answer_flushes(control.clone());
+            for _ in 0..3 {
+                // Far longer than the test may take: it returns when done.
+                assert!(control.flush(Duration::from_secs(3600)));
+            }
+            control.close(Duration::from_secs(3600));
+            assert_eq!(thread.join().unwrap(), 3);
+            assert!(!control.flush(Duration::from_secs(3600)));
+        });
+    }
+
+    #[test]
+    fn a_flush_nobody_answers_waits_for_its_timeout() {
+        let control = Control::default();
+        let start = Instant::now();
+        assert!(!control.flush(Duration::from_millis(200)));
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        // Asked, still not done.
+        assert!(matches!(control.next(Instant::now()), Wake::Flush(1)));
+    }
+
+    #[test]
+    fn the_flusher_is_woken_for_what_was_asked_and_otherwise_sleeps() {
+        within_5s(|| {
+            let control = Control::default();
+            let soon = Instant::now() + Duration::from_millis(100);
+            assert!(matches!(control.next(soon), Wake::Time));
+            assert!(Instant::now() >= soon);
+            control.drain_early();
+            assert!(matches!(control.next(soon), Wake::Early));
+            assert!(
+                matches!(control.next(Instant::now()), Wake::Time),
+                "taken once"
+            );
+            assert_eq!(control.ask_flush(), Some(1));
+            assert!(matches!(control.next(soon), Wake::Flush(1)));
+            control.flushed(1);
+            assert!(matches!(control.next(Instant::now()), Wake::Time));
+            control.close_now();
+            assert!(matches!(control.next(soon), Wake::Close));
+            control.count_dropped(2);
+            control.count_dropped(3);
+            assert_eq!(control.dropped(), 5);
+        });
+    }
+
+    #[test]
+    fn send_some_paces_what_waits_over_half_a_window() {
+        let (rx, mut flusher) = flusher(Duration::from_secs(1), 100);
+        let now = Instant::now();
+        outbox(&mut flusher, 100);
+        flusher.send_some(now);
+        assert_eq!(rx.take().len(), BURST);
+        assert_eq!(flusher.writer.pending(), 68);
+        let gap = flusher.next_send - now;
+        let want = Duration::from_millis(500).mul_f64(32.0 / 68.0);
+        assert_eq!(gap, want, "{gap:?}");
+        // Fewer than a burst left: the next burst half a window later.
+        let (rx, mut flusher) = super::tests::flusher(Duration::from_secs(1), 100);
+        outbox(&mut flusher, BURST + 1);
+        flusher.send_some(now);
+        assert_eq!(rx.take().len(), BURST);
+        assert_eq!(flusher.next_send - now, Duration::from_millis(500));
+        // The last one: nothing left, no gap.
+        flusher.send_some(now);
+        assert_eq!(rx.take().len(), 1);
+        assert_eq!(flusher.next_send, now);
+    }
+
+    #[test]
+    fn send_some_sends_the_excess_over_the_outbox_limit_at_once() {
+        let (rx, mut flusher) = flusher(Duration::from_secs(1), 100);
+        let now = Instant::now();
+        outbox(&mut flusher, MAX_PENDING_PACKETS + 10);
+        flusher.send_some(now);
+        assert_eq!(rx.take().len(), 10 + BURST);
+        assert_eq!(flusher.writer.pending(), MAX_PENDING_PACKETS - BURST);
+        // At the limit itself nothing extra goes.
+        flusher.send_some(now);
+        assert_eq!(rx.take().len(), BURST);
+    }
+
+    #[test]
+    fn send_all_sends_every_packet_in_bursts() {
+        within_5s(|| {
+            let (rx, mut flusher) = flusher(Duration::from_secs(3600), 100);
+            outbox(&mut flusher, 3 * BURST + 5);
+            let start = Instant::now();
+            flusher.send_all();
+            assert_eq!(rx.take().len(), 3 * BURST + 5);
+            assert_eq!(flusher.writer.pending(), 0);
+            // Three gaps of a millisecond between the four bursts.
+            assert!(start.elapsed() >= 3 * FLUSH_GAP);
+        });
+    }
+
+    #[test]
+    fn an_early_drain_takes_the_handlers_window_only_when_full() {
+        let (rx, mut flusher) = flusher(Duration::from_secs(3600), 3);
+        let count = |name| Metric {
+            name,
+            tags: "",
+            value: Value::Count {
+                value: 1.0,
+                rate: 1.0,
+            },
+        };
+        flusher.core.lines().add(count("a"));
+        flusher.core.lines().add(count("b"));
+        flusher.drain_full();
+        flusher.writer.flush();
+        assert!(rx.take().is_empty(), "2 of 3 values: not full");
+        assert_eq!(flusher.core.lines().len(), 2);
+        flusher.core.lines().add(count("c"));
+        flusher.drain_full();
+        flusher.writer.flush();
+        let mut lines = rx.take();
+        lines.sort();
+        assert_eq!(lines, ["a:1|c", "b:1|c", "c:1|c"]);
+        assert_eq!(flusher.core.lines().len(), 0);
+    }
+
+    #[test]
+    fn dropped_metrics_are_reported_once_each() {
+        let (rx, mut flusher) = flusher(Duration::from_secs(3600), 100);
+        flusher.drain();
+        flusher.writer.flush();
+        assert!(rx.take().is_empty(), "nothing dropped, nothing sent");
+        flusher.core.control.count_dropped(2);
+        flusher.drain();
+        flusher.writer.flush();
+        assert_eq!(rx.take(), ["dropped:2|c"]);
+        flusher.drain();
+        flusher.writer.flush();
+        assert!(rx.take().is_empty(), "already reported");
+        flusher.core.control.count_dropped(3);
+        flusher.drain();
+        flusher.writer.flush();
+        assert_eq!(rx.take(), ["dropped:3|c"]);
+    }
+
+    #[test]
+    fn a_handlers_window_asks_for_an_early_drain_once_when_it_fills_up() {
+        use cadence::MetricSink;
+        // A transport that says when the flusher is in it and holds it there
+        // until released: the early drains asked meanwhile stay asked.
+        struct Gate {
+            entered: Mutex<std::sync::mpsc::Sender<()>>,
+            release: Mutex<std::sync::mpsc::Receiver<()>>,
+            spy: cadence::SpyMetricSink,
+        }
+        impl MetricSink for Gate {
+            fn emit(&self, packet: &str) -> std::io::Result<usize> {
+                let _ = self.entered.lock().unwrap().send(());
+                let _ = self.release.lock().unwrap().recv();
+                self.spy.emit(packet)
+            }
+        }
+        let (entered, in_transport) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let (rx, spy) = spy();
+        let gate = Gate {
+            entered: Mutex::new(entered),
+            release: Mutex::new(released),
+            spy,
+        };
+        let sink = super::super::AggregatingSink::builder(gate)
+            .flush_interval(Duration::from_secs(3600))
+            .max_buffered_values(3)
+            .tiny_packets(5)
+            .build()
+            .unwrap();
+        let early = || sink.control().lock().early;
+        for line in ["a:1|c", "b:1|c", "c:1|c"] {
+            sink.emit(line).unwrap();
+        }
+        // The flusher took that full window and is sending it (a line a
+        // packet: the last one waits for more).
+        in_transport.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!early(), "taken");
+        sink.emit("d:1|c").unwrap();
+        sink.emit("e:1|c").unwrap();
+        assert!(!early(), "2 of 3 values: not full");
+        sink.emit("f:1|c").unwrap();
+        assert!(early(), "full");
+        sink.control().lock().early = false;
+        sink.emit("g:1|c").unwrap();
+        assert!(!early(), "asked once, when it filled up");
+        drop(release);
+        assert!(sink.flush());
+        let mut lines = super::super::testing::lines(&rx.take());
+        lines.sort();
+        let want = ["a", "b", "c", "d", "e", "f", "g"].map(|n| format!("{n}:1|c"));
+        assert_eq!(lines, want);
+    }
+
+    #[test]
+    fn the_first_window_ends_one_interval_after_the_start() {
+        let (rx, flusher) = flusher(Duration::from_secs(3600), 100);
+        let core = flusher.core.clone();
+        core.lines().add(Metric {
+            name: "a",
+            tags: "",
+            value: Value::Count {
+                value: 1.0,
+                rate: 1.0,
+            },
+        });
+        let thread = std::thread::spawn(move || flusher.run());
+        // An hour's window: nothing leaves before it ends, or a flush.
+        assert_eq!(rx.wait(Duration::from_millis(300)), None);
+        core.control.close(Duration::from_secs(5));
+        thread.join().unwrap();
+        assert_eq!(rx.take(), ["a:1|c"]);
+    }
+
+    #[test]
+    fn the_flusher_thread_paces_what_waits() {
+        let (rx, mut flusher) = flusher(Duration::from_secs(2), 100);
+        outbox(&mut flusher, BURST + 1);
+        let core = flusher.core.clone();
+        let start = Instant::now();
+        flusher.next_send = start;
+        let thread = std::thread::spawn(move || flusher.run());
+        // A burst at once, long before the window's end...
+        for _ in 0..BURST {
+            assert!(rx.wait(Duration::from_millis(1500)).is_some());
+        }
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        // ...and the last one half a window after it.
+        assert!(rx.wait(Duration::from_secs(5)).is_some());
+        assert!(start.elapsed() >= Duration::from_secs(1));
+        core.control.close(Duration::from_secs(5));
+        thread.join().unwrap();
+        assert!(rx.take().is_empty());
+    }
+}

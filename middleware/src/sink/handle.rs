@@ -427,6 +427,8 @@ mod tests {
     use std::net::UdpSocket;
     use std::sync::mpsc;
 
+    use std::future::Future;
+
     use cadence::prelude::*;
     use cadence::StatsdClient;
 
@@ -710,6 +712,190 @@ mod tests {
         got.lines = 0;
         assert_eq!(got, expected());
         assert_eq!(sink.failed_packets(), 0);
+    }
+
+    #[test]
+    fn debug_shows_the_settings_and_the_dropped_count() {
+        let builder = AggregatingSink::builder(cadence::NopMetricSink)
+            .flush_interval(Duration::from_millis(250))
+            .max_packet_size(1432)
+            .max_buffered_values(100)
+            .max_timer_samples(200)
+            .protocol(Protocol::DogStatsd)
+            .dropped_metric("p.dropped");
+        assert_eq!(
+            format!("{builder:?}"),
+            "AggregatingSinkBuilder { flush_interval: 250ms, max_packet_size: 1432, \
+             max_buffered_values: 100, max_timer_samples: 200, protocol: DogStatsd, \
+             dropped_metric: \"p.dropped\", .. }"
+        );
+        let sink = builder.build().unwrap();
+        assert_eq!(sink.protocol(), Protocol::DogStatsd);
+        assert_eq!(sink.timer_cap(), 200);
+        assert_eq!(format!("{sink:?}"), "AggregatingSink { dropped: 0, .. }");
+        assert!(sink.emit("bad line").is_err());
+        assert_eq!(format!("{sink:?}"), "AggregatingSink { dropped: 1, .. }");
+    }
+
+    #[test]
+    fn the_defaults_and_the_bounds_of_each_setting() {
+        let builder = AggregatingSink::builder(cadence::NopMetricSink);
+        assert_eq!(
+            format!("{builder:?}"),
+            "AggregatingSinkBuilder { flush_interval: 1s, max_packet_size: 512, \
+             max_buffered_values: 4096, max_timer_samples: 1024, protocol: Plain, \
+             dropped_metric: \"tower_statsd.dropped\", .. }"
+        );
+        let sink = builder.build().unwrap();
+        assert_eq!((sink.protocol(), sink.timer_cap()), (Protocol::Plain, 1024));
+        // Below the floors: 1 ms, 1 value, 64 timer values; 0 is "no cap".
+        let builder = AggregatingSink::builder(cadence::NopMetricSink)
+            .flush_interval(Duration::ZERO)
+            .max_buffered_values(0)
+            .max_timer_samples(10);
+        assert_eq!(builder.flush_interval, Duration::from_millis(1));
+        assert_eq!(builder.max_buffered_values, 1);
+        assert_eq!(builder.max_timer_samples, MIN_CAP);
+        for (asked, cap) in [(0, 0), (1, MIN_CAP), (MIN_CAP + 1, MIN_CAP + 1)] {
+            let sink = AggregatingSink::builder(cadence::NopMetricSink)
+                .max_timer_samples(asked)
+                .build()
+                .unwrap();
+            assert_eq!(sink.timer_cap(), cap, "asked {asked}");
+        }
+        // The smallest packet size allowed is allowed; one byte less is not.
+        assert!(AggregatingSink::builder(cadence::NopMetricSink)
+            .max_packet_size(MIN_MAX_UDP_SIZE)
+            .build()
+            .is_ok());
+        let error = AggregatingSink::builder(cadence::NopMetricSink)
+            .max_packet_size(MIN_MAX_UDP_SIZE - 1)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn emit_returns_the_bytes_taken_and_stats_count_what_left() {
+        let (rx, sink) = spy_sink(|b| b);
+        assert_eq!(sink.emit("a:1|c").unwrap(), 5);
+        assert_eq!(sink.emit("t:1:2:3|ms").unwrap(), 10);
+        assert!(sink.flush());
+        let packets = received(&rx);
+        assert_eq!(packets.len(), 1);
+        let stats = MetricSink::stats(&sink);
+        assert_eq!(stats.packets_sent, 1);
+        assert_eq!(stats.bytes_sent, packets[0].len() as u64);
+        assert_eq!((stats.packets_dropped, stats.bytes_dropped), (0, 0));
+        assert!(MetricSink::flush(&sink).is_ok());
+    }
+
+    #[test]
+    fn dropping_the_last_clone_waits_until_everything_left() {
+        // A slow transport: a drop that did not wait would return first.
+        struct Slow(cadence::SpyMetricSink);
+        impl MetricSink for Slow {
+            fn emit(&self, packet: &str) -> io::Result<usize> {
+                thread::sleep(Duration::from_millis(200));
+                self.0.emit(packet)
+            }
+        }
+        let (rx, spy) = spy();
+        let sink = AggregatingSink::builder(Slow(spy))
+            .flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        sink.emit("a:1|c").unwrap();
+        drop(sink);
+        // Not waited for: the drop returned once the flusher had sent it.
+        assert_eq!(received(&rx), ["a:1|c"]);
+    }
+
+    #[test]
+    fn the_last_clone_dropped_on_the_flusher_thread_stops_it() {
+        // A transport that holds a clone of the sink and drops it on its
+        // first packet: by then the test's own clone is gone, so the flusher
+        // drops the last one itself, and cannot wait for itself to exit.
+        struct DropsSink(Arc<Mutex<Option<AggregatingSink>>>, cadence::SpyMetricSink);
+        impl MetricSink for DropsSink {
+            fn emit(&self, packet: &str) -> io::Result<usize> {
+                let last = self.0.lock().unwrap().take();
+                drop(last);
+                self.1.emit(packet)
+            }
+        }
+        let slot = Arc::new(Mutex::new(None));
+        let (rx, spy) = spy();
+        let sink = AggregatingSink::builder(DropsSink(slot.clone(), spy))
+            .flush_interval(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        *slot.lock().unwrap() = Some(sink.clone());
+        sink.emit("a:1|c").unwrap();
+        drop(sink);
+        // The window ends, the packet leaves, the flusher exits and drops
+        // the transport (the spy's sender) within moments.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut packets = Vec::new();
+        while let Some(packet) = rx.wait(deadline.saturating_duration_since(Instant::now())) {
+            packets.push(packet);
+        }
+        assert!(Instant::now() < deadline, "the flusher is still running");
+        assert_eq!(packets, ["a:1|c"]);
+    }
+
+    #[test]
+    fn once_the_flusher_is_gone_every_flush_says_so() {
+        let (rx, sink) = spy_sink(|b| b);
+        sink.emit("a:1|c").unwrap();
+        sink.handle.core.control.close(FLUSH_TIMEOUT);
+        assert_eq!(received(&rx), ["a:1|c"], "sent before it exited");
+        assert!(!sink.flush());
+        let error = MetricSink::flush(&sink).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let mut flush = sink.flush_async();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert_eq!(
+            std::pin::Pin::new(&mut flush).poll(&mut cx),
+            std::task::Poll::Ready(false)
+        );
+    }
+
+    #[test]
+    fn an_async_flush_is_pending_until_its_packets_left() {
+        // A transport that holds the flusher until the test lets it go.
+        struct Gate(Mutex<mpsc::Receiver<()>>, cadence::SpyMetricSink);
+        impl MetricSink for Gate {
+            fn emit(&self, packet: &str) -> io::Result<usize> {
+                let _ = self.0.lock().unwrap().recv();
+                self.1.emit(packet)
+            }
+        }
+        let (release, gate) = mpsc::channel();
+        let (rx, spy) = spy();
+        let sink = AggregatingSink::builder(Gate(Mutex::new(gate), spy))
+            .flush_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        sink.emit("a:1|c").unwrap();
+        let mut flush = sink.flush_async();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // The flusher is held in the transport (or not yet there): pending.
+        assert!(std::pin::Pin::new(&mut flush).poll(&mut cx).is_pending());
+        assert!(rx.take().is_empty());
+        release.send(()).unwrap();
+        assert_eq!(rx.wait(Duration::from_secs(5)).as_deref(), Some("a:1|c"));
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        loop {
+            match std::pin::Pin::new(&mut flush).poll(&mut cx) {
+                std::task::Poll::Ready(sent) => break assert!(sent),
+                std::task::Poll::Pending => {
+                    assert!(Instant::now() < deadline, "the flush ends");
+                    thread::yield_now();
+                }
+            }
+        }
+        drop(release);
     }
 
     #[test]

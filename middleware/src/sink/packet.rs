@@ -338,7 +338,7 @@ impl PacketWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::super::line::parse;
+    use super::super::line::{parse, write_metric};
     use super::super::testing::{spy, Packets};
     use super::*;
 
@@ -537,6 +537,297 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One value a line, as [`write_metric`] writes it: what every line of a
+    /// packet expands to, whatever the dialect packed together.
+    fn expand(protocol: Protocol, packets: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for packet in packets {
+            for line in packet.split('\n') {
+                let (body, tags) = match line.split_once("|#") {
+                    Some((body, tags)) => (body, format!("|#{tags}")),
+                    None => (line, String::new()),
+                };
+                let (name, rest) = body.split_once(':').unwrap();
+                if protocol == Protocol::Etsy {
+                    for field in rest.split(':') {
+                        out.push(format!("{name}:{field}{tags}"));
+                    }
+                } else {
+                    // `v1:v2|type|@rate`: the type and rate apply to each.
+                    let (values, kind) = rest.split_at(rest.find('|').unwrap());
+                    for value in values.split(':') {
+                        out.push(format!("{name}:{value}{kind}{tags}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The part of `line` a packet would have needed room for to take it:
+    /// its name with its first value.
+    fn first_value(protocol: Protocol, line: &str) -> String {
+        expand(protocol, &[line.to_owned()]).swap_remove(0)
+    }
+
+    /// `(name, suffix after the values)` of a multi-value line: two lines
+    /// with the same key are one line split in two.
+    fn line_key(protocol: Protocol, line: &str) -> Option<(String, String)> {
+        let (body, tags) = line.split_once("|#").unwrap_or((line, ""));
+        let (name, rest) = body.split_once(':').unwrap();
+        match protocol {
+            Protocol::Plain => None,
+            Protocol::Etsy => Some((name.to_owned(), tags.to_owned())),
+            Protocol::DogStatsd => {
+                let kind = &rest[rest.find('|').unwrap()..];
+                (kind.starts_with("|ms") || kind.starts_with("|d"))
+                    .then(|| (name.to_owned(), format!("{kind}|#{tags}")))
+            }
+        }
+    }
+
+    /// Every packet is as full as it can be: the next packet's first value
+    /// (on the same line, or on a new one) would not have fitted in it.
+    fn assert_tight(protocol: Protocol, max: usize, packets: &[String]) {
+        for pair in packets.windows(2) {
+            let (this, next) = (&pair[0], &pair[1]);
+            let last = this.rsplit('\n').next().unwrap();
+            let first = next.split('\n').next().unwrap();
+            let unit = first_value(protocol, first);
+            let room = match line_key(protocol, last) {
+                Some(key) if line_key(protocol, first).as_ref() == Some(&key) => {
+                    // Continued: one `:` and the first value's own field.
+                    let (_, rest) = unit.split_once(':').unwrap();
+                    let field = match protocol {
+                        Protocol::Etsy => rest.split("|#").next().unwrap(),
+                        _ => rest.split('|').next().unwrap(),
+                    };
+                    1 + field.len()
+                }
+                _ => 1 + unit.len(),
+            };
+            assert!(
+                this.len() + room > max,
+                "{protocol:?}, max {max}: {first:?} would have fitted after {this:?}"
+            );
+        }
+    }
+
+    /// Every dialect, every packet size up to 80 and a few larger, short and
+    /// long names, with and without tags, runs of timer values whose rate
+    /// changes, distributions, set members and counters: the values arrive
+    /// exactly as pushed and in order; no packet is over the limit unless it
+    /// is one line too long on its own (each such line counted); and no
+    /// packet is sent before it is full.
+    #[test]
+    fn every_dialect_packs_full_packets_and_keeps_every_value() {
+        let bases = ["t", "route.users._id.posts", "a-much-longer.metric.name.x"];
+        for protocol in [Protocol::Plain, Protocol::Etsy, Protocol::DogStatsd] {
+            for max in (1..=80).chain([100, 255, 512]) {
+                for base in bases {
+                    for tags in ["", "route:root,method:GET"] {
+                        let (rx, mut w, stats) = writer(max);
+                        w.protocol(protocol);
+                        let mut want = Vec::new();
+                        let push = |w: &mut PacketWriter,
+                                    want: &mut Vec<String>,
+                                    name: &str,
+                                    values: Vec<Value>| {
+                            for value in &values {
+                                let mut line = String::new();
+                                write_metric(
+                                    &mut line,
+                                    &Metric {
+                                        name,
+                                        tags,
+                                        value: *value,
+                                    },
+                                );
+                                want.push(line);
+                            }
+                            w.push_packed(name, tags, values);
+                        };
+                        for round in 0..3usize {
+                            let timers = (0..round * 6 + 9)
+                                .map(|i| {
+                                    let ms = (i * 37 % 1000) as f64 / 8.0;
+                                    let rate = if i % 7 < 5 { 1.0 } else { 0.25 };
+                                    if i % 11 == 10 {
+                                        Value::Distribution { value: ms, rate }
+                                    } else {
+                                        Value::Timer { ms, rate }
+                                    }
+                                })
+                                .collect();
+                            push(&mut w, &mut want, &format!("{base}.t{round}"), timers);
+                            let members = ["u1", "user-two", "u3"].map(Value::Set).to_vec();
+                            push(&mut w, &mut want, &format!("{base}.s{round}"), members);
+                            let count = Value::Count {
+                                value: round as f64 + 1.0,
+                                rate: 1.0,
+                            };
+                            let name = format!("{base}.c{round}");
+                            w.push_metric(&Metric {
+                                name: &name,
+                                tags,
+                                value: count,
+                            });
+                            let mut line = String::new();
+                            write_metric(
+                                &mut line,
+                                &Metric {
+                                    name: &name,
+                                    tags,
+                                    value: count,
+                                },
+                            );
+                            want.push(line);
+                        }
+                        w.flush();
+                        let sent = packets(&rx);
+                        let over: Vec<&String> = sent.iter().filter(|p| p.len() > max).collect();
+                        for packet in &over {
+                            assert!(
+                                !packet.contains('\n'),
+                                "{protocol:?}, max {max}: {packet:?}"
+                            );
+                            assert_eq!(
+                                expand(protocol, &[(*packet).clone()]).len(),
+                                1,
+                                "{packet:?}"
+                            );
+                        }
+                        assert_eq!(
+                            stats.oversized.load(Relaxed),
+                            over.len() as u64,
+                            "{protocol:?}, max {max}"
+                        );
+                        assert_eq!(stats.packets_sent.load(Relaxed), sent.len() as u64);
+                        assert_eq!(
+                            stats.bytes_sent.load(Relaxed),
+                            sent.iter().map(|p| p.len() as u64).sum::<u64>()
+                        );
+                        assert_eq!(
+                            expand(protocol, &sent),
+                            want,
+                            "{protocol:?}, max {max}, {base}, {tags:?}"
+                        );
+                        assert_tight(protocol, max, &sent);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The exact packets of one dialect at sizes where a value fits with no
+    /// byte to spare, and where it misses by one.
+    #[test]
+    fn a_value_that_fits_exactly_joins_the_line() {
+        let timers = || {
+            (1..=4).map(|i| Value::Timer {
+                ms: f64::from(i),
+                rate: 1.0,
+            })
+        };
+        // Etsy: `t:1|ms:2|ms|#a:b` is 16 bytes.
+        for (max, want) in [
+            (16, vec!["t:1|ms:2|ms|#a:b", "t:3|ms:4|ms|#a:b"]),
+            (
+                15,
+                vec!["t:1|ms|#a:b", "t:2|ms|#a:b", "t:3|ms|#a:b", "t:4|ms|#a:b"],
+            ),
+        ] {
+            let (rx, mut w, stats) = writer(max);
+            w.protocol(Protocol::Etsy);
+            w.push_packed("t", "a:b", timers());
+            w.flush();
+            assert_eq!(packets(&rx), want, "etsy, max {max}");
+            assert_eq!(stats.oversized.load(Relaxed), 0);
+        }
+        // DogStatsD: `t:1:2|ms|#a:b` is 13 bytes.
+        for (max, want) in [
+            (13, vec!["t:1:2|ms|#a:b", "t:3:4|ms|#a:b"]),
+            (
+                12,
+                vec!["t:1|ms|#a:b", "t:2|ms|#a:b", "t:3|ms|#a:b", "t:4|ms|#a:b"],
+            ),
+        ] {
+            let (rx, mut w, stats) = writer(max);
+            w.protocol(Protocol::DogStatsd);
+            w.push_packed("t", "a:b", timers());
+            w.flush();
+            assert_eq!(packets(&rx), want, "dogstatsd, max {max}");
+            assert_eq!(stats.oversized.load(Relaxed), 0);
+        }
+        // A line of exactly the packet size is not oversized; one byte more is.
+        for protocol in [Protocol::Plain, Protocol::Etsy, Protocol::DogStatsd] {
+            for (max, oversized) in [(11, 0), (10, 1)] {
+                let (rx, mut w, stats) = writer(max);
+                w.protocol(protocol);
+                w.push_packed("t", "a:b", [Value::Timer { ms: 1.0, rate: 1.0 }]);
+                w.push_entry("c:1|c");
+                w.flush();
+                assert_eq!(
+                    packets(&rx),
+                    ["t:1|ms|#a:b", "c:1|c"],
+                    "{protocol:?}, max {max}"
+                );
+                assert_eq!(
+                    stats.oversized.load(Relaxed),
+                    oversized,
+                    "{protocol:?}, max {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_outbox_sends_a_few_at_a_time_and_reuses_its_buffers() {
+        let (rx, mut w, _) = writer(8);
+        for _ in 0..5 {
+            w.push_entry("a:1|c");
+        }
+        assert_eq!(w.buffered(), 5);
+        assert_eq!(w.pending(), 4, "four full packets wait; the fifth is open");
+        w.seal();
+        assert_eq!((w.buffered(), w.pending()), (0, 5));
+        assert_eq!(w.send_pending(2), 3);
+        assert_eq!(packets(&rx), ["a:1|c", "a:1|c"]);
+        assert_eq!(w.pending(), 3);
+        assert_eq!(w.send_pending(10), 0);
+        assert_eq!(packets(&rx).len(), 3);
+        assert_eq!(w.send_pending(10), 0, "nothing left");
+        // Every packet buffer came back for reuse, and new packets take them.
+        assert_eq!(w.free.len(), 5);
+        w.push_entry("b:1|c");
+        w.push_entry("b:1|c");
+        assert_eq!(w.free.len(), 4);
+        // An oversized line's buffer is not kept: it is larger than a packet.
+        // (The open buffer is sent, and the next one taken, before it.)
+        w.push_entry("oversized:1|c");
+        assert_eq!(w.free.len(), 3);
+        w.flush();
+        assert_eq!(packets(&rx), ["b:1|c", "b:1|c", "oversized:1|c"]);
+        assert_eq!(w.free.len(), 5);
+        // At most `MAX_FREE_BUFFERS` are kept.
+        for _ in 0..MAX_FREE_BUFFERS + 10 {
+            w.push_entry("c:1|c");
+        }
+        w.flush();
+        assert_eq!(packets(&rx).len(), MAX_FREE_BUFFERS + 10);
+        assert_eq!(w.free.len(), MAX_FREE_BUFFERS);
+    }
+
+    #[test]
+    fn debug_shows_what_is_buffered() {
+        let (_rx, mut w, _) = writer(20);
+        w.push_entry("a:1|c");
+        assert_eq!(
+            format!("{w:?}"),
+            "PacketWriter { buffered: 5, max_packet_size: 20, .. }"
+        );
     }
 
     proptest::proptest! {

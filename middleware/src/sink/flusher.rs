@@ -322,8 +322,16 @@ impl Flusher {
     /// window would only hold memory (half a second of a flood of new users
     /// is megabytes of lines).
     fn send_all(&mut self) {
-        while self.writer.send_pending(BURST) > 0 {
+        // As many bursts as the outbox needs now, a gap before each but the
+        // first: a count fixed up front, so the loop ends whatever
+        // `send_pending` reports.
+        let mut bursts = 0..self.writer.pending().div_ceil(BURST);
+        if bursts.next().is_some() {
+            self.writer.send_pending(BURST);
+        }
+        for _ in bursts {
             std::thread::sleep(FLUSH_GAP);
+            self.writer.send_pending(BURST);
         }
     }
 

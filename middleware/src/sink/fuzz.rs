@@ -564,7 +564,10 @@ fn check_sink(
         return Err(format!("dropped {} but {invalid} invalid", sink.dropped()));
     }
     drop(sink);
-    let packets = rx.until_closed();
+    // Everything left with the flush: a dropped sink closes at once.
+    let packets = rx
+        .until_closed_within(Duration::from_secs(1))
+        .ok_or("the dropped sink did not close: its flusher still runs")?;
     let mut daemon = Daemon::default();
     read_packets(&packets, max, protocol, &mut daemon)?;
     let reported = daemon.counters.remove("zz.dropped|#").unwrap_or(0.0);

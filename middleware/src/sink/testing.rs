@@ -9,6 +9,8 @@ use cadence::SpyMetricSink;
 /// The packets a [`SpyMetricSink`] received, one per `emit`.
 pub(crate) struct Packets {
     next: Box<dyn Fn(Option<Duration>) -> Option<String> + Send>,
+    /// Whether the sink side is gone (the spy dropped) and nothing waits.
+    closed: Box<dyn Fn() -> bool + Send>,
 }
 
 impl Packets {
@@ -22,15 +24,26 @@ impl Packets {
         (self.next)(Some(timeout))
     }
 
-    /// Every packet until the sink is dropped (or 5 s pass without one).
+    /// Every packet until the sink is dropped; panics when 5 s pass
+    /// without a packet and the sink is still there.
     pub(crate) fn until_closed(&self) -> Vec<String> {
-        std::iter::from_fn(|| self.wait(Duration::from_secs(5))).collect()
+        self.until_closed_within(Duration::from_secs(5))
+            .expect("the sink was not closed within 5 s")
+    }
+
+    /// Every packet until the sink is dropped; `None` when `idle` passes
+    /// without a packet and the sink is still there.
+    pub(crate) fn until_closed_within(&self, idle: Duration) -> Option<Vec<String>> {
+        let packets: Vec<String> = std::iter::from_fn(|| self.wait(idle)).collect();
+        (self.closed)().then_some(packets)
     }
 }
 
 /// A spy transport and what it receives.
 pub(crate) fn spy() -> (Packets, SpyMetricSink) {
     let (rx, spy) = SpyMetricSink::new();
+    let probe = rx.clone();
+    let closed = move || matches!(probe.try_recv(), Err(e) if e.is_disconnected());
     let next = move |wait: Option<Duration>| {
         let packet = match wait {
             None => rx.try_recv().ok(),
@@ -41,6 +54,7 @@ pub(crate) fn spy() -> (Packets, SpyMetricSink) {
     (
         Packets {
             next: Box::new(next),
+            closed: Box::new(closed),
         },
         spy,
     )

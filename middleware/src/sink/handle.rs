@@ -446,6 +446,23 @@ mod tests {
         (rx, configure(builder).build().unwrap())
     }
 
+    /// A transport that holds each packet (and so the flusher) until the
+    /// test sends on, or drops, the returned sender.
+    struct Gate(Mutex<mpsc::Receiver<()>>, cadence::SpyMetricSink);
+
+    impl MetricSink for Gate {
+        fn emit(&self, packet: &str) -> io::Result<usize> {
+            let _ = self.0.lock().unwrap().recv();
+            self.1.emit(packet)
+        }
+    }
+
+    fn gate() -> (mpsc::Sender<()>, Packets, Gate) {
+        let (release, held) = mpsc::channel();
+        let (rx, spy) = spy();
+        (release, rx, Gate(Mutex::new(held), spy))
+    }
+
     fn received(rx: &Packets) -> Vec<String> {
         rx.take()
     }
@@ -561,18 +578,10 @@ mod tests {
 
     #[test]
     fn a_window_far_over_its_size_drops_counts_and_reports() {
-        // A transport that blocks the flusher until released, so the window
+        // The flusher blocks in the transport until released, so the window
         // cannot be sent.
-        struct Gate(Mutex<mpsc::Receiver<()>>, cadence::SpyMetricSink);
-        impl MetricSink for Gate {
-            fn emit(&self, packet: &str) -> io::Result<usize> {
-                let _ = self.0.lock().unwrap().recv();
-                self.1.emit(packet)
-            }
-        }
-        let (release, gate) = mpsc::channel();
-        let (rx, spy) = spy();
-        let sink = AggregatingSink::builder(Gate(Mutex::new(gate), spy))
+        let (release, rx, gate) = gate();
+        let sink = AggregatingSink::builder(gate)
             .flush_interval(Duration::from_secs(3600))
             .max_buffered_values(1)
             .tiny_packets(1)
@@ -863,17 +872,8 @@ mod tests {
 
     #[test]
     fn an_async_flush_is_pending_until_its_packets_left() {
-        // A transport that holds the flusher until the test lets it go.
-        struct Gate(Mutex<mpsc::Receiver<()>>, cadence::SpyMetricSink);
-        impl MetricSink for Gate {
-            fn emit(&self, packet: &str) -> io::Result<usize> {
-                let _ = self.0.lock().unwrap().recv();
-                self.1.emit(packet)
-            }
-        }
-        let (release, gate) = mpsc::channel();
-        let (rx, spy) = spy();
-        let sink = AggregatingSink::builder(Gate(Mutex::new(gate), spy))
+        let (release, rx, gate) = gate();
+        let sink = AggregatingSink::builder(gate)
             .flush_interval(Duration::from_secs(3600))
             .build()
             .unwrap();

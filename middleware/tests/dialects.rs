@@ -431,3 +431,57 @@ async fn response_sizes_are_a_distribution_in_dogstatsd_only() {
         );
     }
 }
+
+/// What `tracing` writes while `f` runs, formatted as the fmt subscriber
+/// prints it (no colours).
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = captured.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn asking_for_a_size_distribution_another_dialect_cannot_carry_is_a_warning() {
+    let warning = "response_size_distribution needs STATSD_PROTOCOL=dogstatsd";
+    for (protocol, on, warned) in [
+        (Protocol::DogStatsd, true, false),
+        (Protocol::DogStatsd, false, false),
+        (Protocol::Etsy, true, true),
+        (Protocol::Etsy, false, false),
+        (Protocol::Plain, true, true),
+        (Protocol::Plain, false, false),
+    ] {
+        let (_rx, spy) = SpyMetricSink::new();
+        let statsd = Statsd::builder()
+            .protocol(protocol)
+            .build_with(spy)
+            .unwrap();
+        let log = logged(|| drop(statsd.layer().response_size_distribution(on)));
+        assert_eq!(
+            log.contains(warning),
+            warned,
+            "{protocol}, response_size_distribution({on}): {log:?}"
+        );
+        if warned {
+            assert!(log.contains("WARN"), "{log:?}");
+            assert!(log.contains(&format!("protocol={protocol}")), "{log:?}");
+        }
+    }
+}

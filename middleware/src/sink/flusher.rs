@@ -266,8 +266,20 @@ fn lower_priority() {
     }
 }
 
+/// Tells the handles that the flusher is gone when it drops: at the end of
+/// [`Flusher::run`], whether it returned or panicked, so that no flush or
+/// close waits for a thread that will never answer.
+struct Exited(Arc<Control>);
+
+impl Drop for Exited {
+    fn drop(&mut self) {
+        self.0.exited();
+    }
+}
+
 impl Flusher {
     pub(super) fn run(mut self) {
+        let _exited = Exited(self.core.control.clone());
         lower_priority();
         let mut window_end = Instant::now() + self.flush_interval;
         loop {
@@ -279,7 +291,6 @@ impl Flusher {
             match self.core.control.next(wake_at) {
                 Wake::Close => {
                     self.flush();
-                    self.core.control.exited();
                     return;
                 }
                 Wake::Flush(ticket) => {
@@ -795,8 +806,10 @@ mod tests {
         let thread = std::thread::spawn(move || flusher.run());
         // An hour's window: nothing leaves before it ends, or a flush.
         assert_eq!(rx.wait(Duration::from_millis(300)), None);
-        core.control.close(Duration::from_secs(5));
-        thread.join().unwrap();
+        within_5s(move || {
+            core.control.close(Duration::from_secs(5));
+            thread.join().unwrap();
+        });
         assert_eq!(rx.take(), ["a:1|c"]);
     }
 
@@ -816,8 +829,57 @@ mod tests {
         // ...and the last one half a window after it.
         assert!(rx.wait(Duration::from_secs(5)).is_some());
         assert!(start.elapsed() >= Duration::from_secs(1));
-        core.control.close(Duration::from_secs(5));
-        thread.join().unwrap();
+        within_5s(move || {
+            core.control.close(Duration::from_secs(5));
+            thread.join().unwrap();
+        });
         assert!(rx.take().is_empty());
+    }
+
+    #[test]
+    fn a_flusher_that_panics_ends_every_wait_for_it() {
+        use cadence::MetricSink;
+        // A transport with a bug: the flusher thread panics in it, and is
+        // gone. (Its panic message is printed by the test run: expected.)
+        struct Panics;
+        impl MetricSink for Panics {
+            fn emit(&self, _: &str) -> std::io::Result<usize> {
+                panic!("a transport that panics")
+            }
+        }
+        within_5s(|| {
+            let sink = super::super::AggregatingSink::builder(Panics)
+                .flush_interval(Duration::from_secs(3600))
+                .build()
+                .unwrap();
+            sink.emit("a:1|c").unwrap();
+            let asked_before = sink.flush_async();
+            // Returns at once, not after its 5 s timeout: nothing was sent.
+            let start = Instant::now();
+            assert!(!sink.flush());
+            assert!(
+                start.elapsed() < Duration::from_secs(4),
+                "{:?}",
+                start.elapsed()
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            assert!(
+                !runtime.block_on(asked_before),
+                "woken, and told it was not sent"
+            );
+            assert!(
+                !runtime.block_on(sink.flush_async()),
+                "asked after: ready at once"
+            );
+            let start = Instant::now();
+            drop(sink);
+            assert!(
+                start.elapsed() < Duration::from_secs(4),
+                "{:?}",
+                start.elapsed()
+            );
+        });
     }
 }

@@ -112,7 +112,10 @@ const NASTY: &[&str] = &[
     "a:1|c|c:1",
 ];
 
-/// Cases per property: `PROPTEST_CASES`, or 2 000.
+/// Cases per property: `PROPTEST_CASES`, or 2 000. A failure is shrunk for
+/// at most 10 s: a case takes milliseconds, so that is thousands of steps,
+/// and a bug that makes each case slow (a close that waits for its timeout)
+/// still fails the run in seconds rather than minutes.
 fn config() -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -120,7 +123,7 @@ fn config() -> Config {
         .unwrap_or(2_000);
     Config {
         cases,
-        max_shrink_time: 60_000,
+        max_shrink_time: 10_000,
         ..Config::default()
     }
 }
@@ -563,8 +566,13 @@ fn check_sink(
     if sink.dropped() != invalid {
         return Err(format!("dropped {} but {invalid} invalid", sink.dropped()));
     }
+    // A dropped sink closes at once: the flusher has nothing left to send.
+    let start = Instant::now();
     drop(sink);
-    // Everything left with the flush: a dropped sink closes at once.
+    if start.elapsed() > Duration::from_secs(1) {
+        return Err(format!("dropping the sink took {:?}", start.elapsed()));
+    }
+    // Everything left with the flush.
     let packets = rx
         .until_closed_within(Duration::from_secs(1))
         .ok_or("the dropped sink did not close: its flusher still runs")?;

@@ -731,34 +731,29 @@ mod tests {
                 rate: 1.0,
             })
         };
-        // Etsy: `t:1|ms:2|ms|#a:b` is 16 bytes.
-        for (max, want) in [
-            (16, vec!["t:1|ms:2|ms|#a:b", "t:3|ms:4|ms|#a:b"]),
+        // One value a line, when two do not fit.
+        let single = vec!["t:1|ms|#a:b", "t:2|ms|#a:b", "t:3|ms|#a:b", "t:4|ms|#a:b"];
+        for (protocol, max, want) in [
+            // Etsy: `t:1|ms:2|ms|#a:b` is 16 bytes.
             (
-                15,
-                vec!["t:1|ms|#a:b", "t:2|ms|#a:b", "t:3|ms|#a:b", "t:4|ms|#a:b"],
+                Protocol::Etsy,
+                16,
+                vec!["t:1|ms:2|ms|#a:b", "t:3|ms:4|ms|#a:b"],
             ),
+            (Protocol::Etsy, 15, single.clone()),
+            // DogStatsD: `t:1:2|ms|#a:b` is 13 bytes.
+            (
+                Protocol::DogStatsd,
+                13,
+                vec!["t:1:2|ms|#a:b", "t:3:4|ms|#a:b"],
+            ),
+            (Protocol::DogStatsd, 12, single.clone()),
         ] {
             let (rx, mut w, stats) = writer(max);
-            w.protocol(Protocol::Etsy);
+            w.protocol(protocol);
             w.push_packed("t", "a:b", timers());
             w.flush();
-            assert_eq!(packets(&rx), want, "etsy, max {max}");
-            assert_eq!(stats.oversized.load(Relaxed), 0);
-        }
-        // DogStatsD: `t:1:2|ms|#a:b` is 13 bytes.
-        for (max, want) in [
-            (13, vec!["t:1:2|ms|#a:b", "t:3:4|ms|#a:b"]),
-            (
-                12,
-                vec!["t:1|ms|#a:b", "t:2|ms|#a:b", "t:3|ms|#a:b", "t:4|ms|#a:b"],
-            ),
-        ] {
-            let (rx, mut w, stats) = writer(max);
-            w.protocol(Protocol::DogStatsd);
-            w.push_packed("t", "a:b", timers());
-            w.flush();
-            assert_eq!(packets(&rx), want, "dogstatsd, max {max}");
+            assert_eq!(packets(&rx), want, "{protocol}, max {max}");
             assert_eq!(stats.oversized.load(Relaxed), 0);
         }
         // A line of exactly the packet size is not oversized; one byte more is.

@@ -253,6 +253,7 @@ impl StatsdBuilder {
         T: MetricSink + Send + Sync + 'static,
     {
         self.validate()?;
+        let (server, protocol, timer_cap) = self.profile()?;
         let prefix = sanitize_dotted(&self.prefix);
         let dropped = if prefix.is_empty() {
             "tower_statsd.dropped".to_owned()
@@ -262,8 +263,9 @@ impl StatsdBuilder {
         let sink = AggregatingSink::builder(transport)
             .flush_interval(self.flush_interval)
             .max_packet_size(self.max_packet_size)
-            .max_timer_samples(self.max_timer_samples)
-            .protocol(self.protocol)
+            .server(server)
+            .protocol(protocol)
+            .max_timer_samples(timer_cap)
             .dropped_metric(dropped)
             .build()?;
         let client = StatsdClient::builder(&prefix, sink.clone())

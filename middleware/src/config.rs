@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::naming::NamingMode;
-use crate::sink::Protocol;
+use crate::sink::{Mismatch, Protocol, Server};
 
 /// pystatsd's default `STATSD_MAXUDPSIZE`.
 pub const DEFAULT_MAX_UDP_SIZE: usize = 512;
@@ -15,9 +15,11 @@ pub const DEFAULT_MAX_UDP_SIZE: usize = 512;
 pub const MIN_MAX_UDP_SIZE: usize = 64;
 /// Default aggregation window; keep it at or below the daemon's flush interval.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default number of values kept per timer and window before sampling
+/// Default number of values kept per timer and window before sampling, for
+/// a [`Server`] that reads sample rates on timers
 /// (`metrics-exporter-dogstatsd`'s reservoir size; see the README for the
-/// measurement behind it).
+/// measurement behind it). Where the server misreads rates (collectd,
+/// netdata, the generic default) every value is sent.
 pub const DEFAULT_MAX_TIMER_SAMPLES: usize = 1_024;
 
 /// How packets reach the daemon.
@@ -67,6 +69,9 @@ pub enum ConfigError {
     /// A timer sample too small to stand for any count with powers of two.
     #[error("max timer samples {0} is too small: use 0 (keep every value) or at least 64 (default: 1024); set STATSD_MAX_TIMER_SAMPLES or call `.max_timer_samples(..)`")]
     MaxTimerSamplesTooSmall(usize),
+    /// A packing or a timer cap the server cannot read right.
+    #[error("{0}")]
+    ServerCannotRead(String),
     /// A Unix transport without a socket path.
     #[error("STATSD_TRANSPORT=unix needs STATSD_SOCKET, the path of the daemon's datagram socket")]
     MissingSocketPath,
@@ -85,8 +90,9 @@ pub enum ConfigError {
 /// | [`max_packet_size`](Self::max_packet_size) | `STATSD_MAXUDPSIZE` | `512` |
 /// | [`ipv6`](Self::ipv6) | `STATSD_IPV6` | `0` |
 /// | [`flush_interval`](Self::flush_interval) | `STATSD_FLUSH_MS` | `1000` |
-/// | [`max_timer_samples`](Self::max_timer_samples) | `STATSD_MAX_TIMER_SAMPLES` | `1024` |
-/// | [`protocol`](Self::protocol) | `STATSD_PROTOCOL` (`plain`, `etsy`, `dogstatsd`) | `plain` |
+/// | [`server`](Self::server) | `STATSD_SERVER` (`generic`, `etsy`, `collectd`, `netdata`, `telegraf`, `statsd_exporter`, `datadog`, `vector`, `gostatsd`) | `generic` |
+/// | [`max_timer_samples`](Self::max_timer_samples) | `STATSD_MAX_TIMER_SAMPLES` | `1024` where the server reads rates, else every value |
+/// | [`protocol`](Self::protocol) | `STATSD_PROTOCOL` (`plain`, `etsy`, `dogstatsd`) | the server's packing |
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
 ///
@@ -111,8 +117,9 @@ pub struct StatsdBuilder {
     pub(crate) max_packet_size: usize,
     pub(crate) ipv6: bool,
     pub(crate) flush_interval: Duration,
-    pub(crate) max_timer_samples: usize,
-    pub(crate) protocol: Protocol,
+    pub(crate) max_timer_samples: Option<usize>,
+    pub(crate) protocol: Option<Protocol>,
+    pub(crate) server: Option<Server>,
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
 }
@@ -126,8 +133,9 @@ impl Default for StatsdBuilder {
             max_packet_size: DEFAULT_MAX_UDP_SIZE,
             ipv6: false,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
-            max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
-            protocol: Protocol::Plain,
+            max_timer_samples: None,
+            protocol: None,
+            server: None,
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
         }
@@ -145,6 +153,7 @@ struct EnvVars {
     flush_ms: Option<u64>,
     max_timer_samples: Option<usize>,
     protocol: Option<String>,
+    server: Option<String>,
     transport: Option<String>,
     socket: Option<PathBuf>,
     naming: Option<String>,
@@ -205,14 +214,21 @@ impl StatsdBuilder {
             self.flush_interval = Duration::from_millis(ms);
         }
         if let Some(n) = env.max_timer_samples {
-            self.max_timer_samples = n;
+            self.max_timer_samples = Some(n);
         }
         if let Some(v) = env.protocol {
-            self.protocol = v.parse().map_err(|_| ConfigError::InvalidValue {
+            self.protocol = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
                 name: "STATSD_PROTOCOL",
                 value: v,
                 expected: "plain (every server), etsy (Etsy StatsD, Telegraf) or dogstatsd",
-            })?;
+            })?);
+        }
+        if let Some(v) = env.server {
+            self.server = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
+                name: "STATSD_SERVER",
+                value: v,
+                expected: "generic, etsy, collectd, netdata, telegraf, statsd_exporter, datadog, vector or gostatsd",
+            })?);
         }
         if let Some(v) = env.transport {
             self.transport = match v.trim().to_ascii_lowercase().as_str() {
@@ -284,23 +300,36 @@ impl StatsdBuilder {
         self
     }
 
-    /// Values kept per timer and window (default 1 024; 0 keeps every
-    /// value, otherwise at least 64). Beyond it a uniform sample is sent,
+    /// Values kept per timer and window (default 1 024 where the
+    /// [`server`](Self::server) reads sample rates on timers; every value
+    /// where it does not, the generic default included). 0 keeps every
+    /// value, otherwise at least 64. Beyond it a uniform sample is sent,
     /// with sample rates that keep the daemon's `count` exact and with the
     /// window's minimum and maximum always in it; the daemon's `sum` and
-    /// `mean` are then the sample's.
+    /// `mean` are then the sample's. A cap for a server that misreads rates
+    /// is an error ([`ConfigError::ServerCannotRead`]).
     pub fn max_timer_samples(mut self, values: usize) -> Self {
-        self.max_timer_samples = values;
+        self.max_timer_samples = Some(values);
         self
     }
 
-    /// How the values of one name are packed on the wire (default
-    /// [`Protocol::Plain`], one a line, which every StatsD server reads);
-    /// [`Protocol::Etsy`] packs them for Etsy StatsD and Telegraf,
-    /// [`Protocol::DogStatsd`] for the Datadog agent. Counters are summed and
-    /// set members de-duplicated per window in every dialect.
+    /// How the values of one name are packed on the wire (default: the
+    /// [`server`](Self::server)'s packing). A lower-level override: on its
+    /// own it also names the server ([`Protocol::Etsy`]: Etsy StatsD,
+    /// [`Protocol::DogStatsd`]: the Datadog agent, [`Protocol::Plain`]:
+    /// generic); with a server it must be one that server reads. Counters
+    /// are summed and set members de-duplicated per window in every dialect.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Which StatsD server the packets go to (default [`Server::Generic`]:
+    /// only what every server reads the same way, so every timer value is
+    /// sent). Naming it lets the client pack and sample for it; see
+    /// [`Server`] for what each profile decides.
+    pub fn server(mut self, server: Server) -> Self {
+        self.server = Some(server);
         self
     }
 
@@ -331,10 +360,25 @@ impl StatsdBuilder {
         if self.flush_interval.is_zero() {
             return Err(ConfigError::ZeroFlushInterval);
         }
-        if (1..crate::sink::MIN_TIMER_SAMPLES).contains(&self.max_timer_samples) {
-            return Err(ConfigError::MaxTimerSamplesTooSmall(self.max_timer_samples));
+        if let Some(cap @ 1..crate::sink::MIN_TIMER_SAMPLES) = self.max_timer_samples {
+            return Err(ConfigError::MaxTimerSamplesTooSmall(cap));
         }
+        self.profile()?;
         Ok(())
+    }
+
+    /// The server, its packing and the timer cap, as resolved from what was
+    /// set ([`Server`]'s rules).
+    pub(crate) fn profile(&self) -> Result<(Server, Protocol, usize), ConfigError> {
+        let cannot = |e: Mismatch| ConfigError::ServerCannotRead(e.to_string());
+        let (server, protocol) = Server::resolve(self.server, self.protocol).map_err(cannot)?;
+        let cap = server.timer_cap(self.max_timer_samples).map_err(cannot)?;
+        if self.naming == NamingMode::Tagged && !server.reads_tags() && self.server.is_some() {
+            return Err(ConfigError::ServerCannotRead(format!(
+                "STATSD_SERVER={server} does not read tags: use STATSD_NAMING=hierarchical"
+            )));
+        }
+        Ok((server, protocol, cap))
     }
 }
 
@@ -373,10 +417,17 @@ mod tests {
         assert!(b.ipv6);
         assert_eq!(b.flush_interval, Duration::from_millis(250));
         assert_eq!(b.naming, NamingMode::Tagged);
-        assert_eq!(b.max_timer_samples, 0);
-        assert_eq!(b.protocol, Protocol::Etsy);
-        assert_eq!(env(&[]).unwrap().protocol, Protocol::Plain);
-        assert_eq!(env(&[]).unwrap().max_timer_samples, 1024);
+        assert_eq!(b.max_timer_samples, Some(0));
+        assert_eq!(b.protocol, Some(Protocol::Etsy));
+        // Unset: the server decides (the generic one: plain, every value).
+        let b = env(&[]).unwrap();
+        assert_eq!(
+            (b.server, b.protocol, b.max_timer_samples),
+            (None, None, None)
+        );
+        assert_eq!(b.profile().unwrap(), (Server::Generic, Protocol::Plain, 0));
+        let b = env(&[("STATSD_SERVER", " Graphite-StatsD ")]).unwrap();
+        assert_eq!(b.profile().unwrap(), (Server::Etsy, Protocol::Etsy, 1024));
     }
 
     #[test]
@@ -396,6 +447,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("STATSD_SOCKET"), "{e}");
+        let e = env(&[("STATSD_SERVER", "brubeck")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "STATSD_SERVER=\"brubeck\" is not valid: expected generic, etsy, collectd, netdata, \
+             telegraf, statsd_exporter, datadog, vector or gostatsd"
+        );
         let e = StatsdBuilder::new()
             .max_packet_size(10)
             .validate()
@@ -433,13 +492,15 @@ mod tests {
             .flush_interval(Duration::from_millis(250))
             .max_timer_samples(64)
             .protocol(Protocol::DogStatsd)
+            .server(Server::StatsdExporter)
             .transport(Transport::Tcp)
             .naming(NamingMode::Tagged);
         assert_eq!(
             fields(&b),
             "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", \
              max_packet_size: 1432, ipv6: true, flush_interval: 250ms, \
-             max_timer_samples: 64, protocol: DogStatsd, transport: Tcp, naming: Tagged }"
+             max_timer_samples: Some(64), protocol: Some(DogStatsd), server: Some(StatsdExporter), \
+             transport: Tcp, naming: Tagged }"
         );
         // The same values read from the environment make the same builder.
         let from_env = env(&[
@@ -451,6 +512,7 @@ mod tests {
             ("STATSD_FLUSH_MS", "250"),
             ("STATSD_MAX_TIMER_SAMPLES", "64"),
             ("STATSD_PROTOCOL", "dogstatsd"),
+            ("STATSD_SERVER", "statsd_exporter"),
             ("STATSD_TRANSPORT", "tcp"),
             ("STATSD_NAMING", "tagged"),
         ])
@@ -460,7 +522,8 @@ mod tests {
             fields(&StatsdBuilder::new()),
             "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", \
              max_packet_size: 512, ipv6: false, flush_interval: 1s, \
-             max_timer_samples: 1024, protocol: Plain, transport: Udp, naming: Hierarchical }"
+             max_timer_samples: None, protocol: None, server: None, transport: Udp, \
+             naming: Hierarchical }"
         );
     }
 
@@ -589,7 +652,54 @@ mod tests {
             ));
         }
         for fine in [0, 64] {
-            assert_eq!(ok(StatsdBuilder::new().max_timer_samples(fine)), Ok(()));
+            let etsy = StatsdBuilder::new().server(Server::Etsy);
+            assert_eq!(ok(etsy.max_timer_samples(fine)), Ok(()));
         }
+        assert_eq!(ok(StatsdBuilder::new().max_timer_samples(0)), Ok(()));
+    }
+
+    #[test]
+    fn what_the_server_cannot_read_is_refused_saying_why() {
+        let refused = |b: StatsdBuilder| match b.validate() {
+            Err(ConfigError::ServerCannotRead(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        // A cap means sampled timers with `|@rate`: not for the generic
+        // default, collectd or netdata.
+        for server in [None, Some(Server::Collectd), Some(Server::Netdata)] {
+            let mut b = StatsdBuilder::new().max_timer_samples(64);
+            b.server = server;
+            let why = refused(b);
+            assert!(why.contains("misreads sampled timers"), "{why}");
+        }
+        let why = refused(
+            StatsdBuilder::new()
+                .server(Server::Collectd)
+                .protocol(Protocol::Etsy),
+        );
+        assert!(
+            why.starts_with("STATSD_SERVER=collectd does not read STATSD_PROTOCOL=etsy"),
+            "{why}"
+        );
+        let why = refused(
+            StatsdBuilder::new()
+                .server(Server::Etsy)
+                .naming(NamingMode::Tagged),
+        );
+        assert_eq!(
+            why,
+            "STATSD_SERVER=etsy does not read tags: use STATSD_NAMING=hierarchical"
+        );
+        // Tags for an unnamed server are the user's call; for one that reads
+        // them, fine.
+        let ok = |b: StatsdBuilder| b.validate().map_err(|e| e.to_string());
+        assert_eq!(ok(StatsdBuilder::new().naming(NamingMode::Tagged)), Ok(()));
+        let datadog = StatsdBuilder::new().server(Server::Datadog);
+        assert_eq!(ok(datadog.naming(NamingMode::Tagged)), Ok(()));
+        // A packing alone names its server, which may sample.
+        let etsy = StatsdBuilder::new()
+            .protocol(Protocol::Etsy)
+            .max_timer_samples(64);
+        assert_eq!(etsy.profile().unwrap(), (Server::Etsy, Protocol::Etsy, 64));
     }
 }

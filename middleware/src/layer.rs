@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use crate::naming::{Naming, NamingMode};
 use crate::record::{Routes, Shared};
 use crate::service::StatsdService;
-use crate::sink::{AggregatingSink, Protocol};
+use crate::sink::AggregatingSink;
 use crate::user::UserKey;
 
 /// Records, for every request, a hit counter, a latency timer (float ms, to
@@ -94,17 +94,19 @@ impl StatsdLayer {
 
     /// Also sends each response's body size as a DogStatsD distribution
     /// (`|d`): `{prefix}.{route}.response_size`, or `{prefix}.http.response.size`
-    /// with the request's tags (default off). Only with
-    /// [`Protocol::DogStatsd`](crate::Protocol::DogStatsd): Etsy StatsD has no
-    /// distribution type (it would count the line as a counter), so with
-    /// another dialect this option does nothing but log a warning, and
-    /// `bytes_sent` (a counter) is the honest measure there. Sizes are
-    /// sampled like timers (`STATSD_MAX_TIMER_SAMPLES`), with exact counts.
+    /// with the request's tags (default off). Only for a
+    /// [`Server`](crate::Server) that keeps distributions (`datadog`,
+    /// `statsd_exporter`, `vector`): Etsy StatsD has no distribution type
+    /// (it would count the line as a counter), so elsewhere this option does
+    /// nothing but log a warning, and `bytes_sent` (a counter) is the honest
+    /// measure there. Sizes are sampled like timers
+    /// (`STATSD_MAX_TIMER_SAMPLES`), with exact counts.
     pub fn response_size_distribution(mut self, on: bool) -> Self {
-        if on && self.sink.protocol() != Protocol::DogStatsd {
+        if on && !self.sink.server().reads_distributions() {
             tracing::warn!(
-                protocol = %self.sink.protocol(),
-                "response_size_distribution needs STATSD_PROTOCOL=dogstatsd; not sent"
+                server = %self.sink.server(),
+                "response_size_distribution needs a server that keeps distributions \
+                 (STATSD_SERVER=datadog, statsd_exporter or vector); not sent"
             );
         }
         self.options.response_sizes = on;
@@ -120,7 +122,7 @@ impl StatsdLayer {
     /// flusher from now on.
     fn shared(sink: &AggregatingSink, prefix: &str, options: &Options) -> Arc<Shared> {
         let set = options.user.as_ref().map(|(_, set)| set.as_str());
-        let sizes = options.response_sizes && sink.protocol() == Protocol::DogStatsd;
+        let sizes = options.response_sizes && sink.server().reads_distributions();
         let naming =
             Naming::new(prefix, options.mode, &options.overrides, set).with_response_sizes(sizes);
         let routes = Arc::new(Routes::new(

@@ -97,7 +97,7 @@ pub use future::ResponseFuture;
 pub use layer::StatsdLayer;
 pub use naming::{route_name, NamingMode, UNMATCHED};
 pub use service::StatsdService;
-pub use sink::{Protocol, UnknownProtocol};
+pub use sink::{Protocol, Server, UnknownProtocol, UnknownServer};
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};
 
 /// Re-exported for the rest of cadence; the metric traits handlers need come

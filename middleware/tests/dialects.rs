@@ -33,7 +33,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_statsd::prelude::*;
-use tower_statsd::{NamingMode, Protocol, Statsd};
+use tower_statsd::{NamingMode, Protocol, Server, Statsd};
 
 mod support;
 use support::daemon::{dogstatsd_as_etsy, Daemon};
@@ -458,30 +458,76 @@ fn logged(f: impl FnOnce()) -> String {
 }
 
 #[test]
-fn asking_for_a_size_distribution_another_dialect_cannot_carry_is_a_warning() {
-    let warning = "response_size_distribution needs STATSD_PROTOCOL=dogstatsd";
-    for (protocol, on, warned) in [
-        (Protocol::DogStatsd, true, false),
-        (Protocol::DogStatsd, false, false),
-        (Protocol::Etsy, true, true),
-        (Protocol::Etsy, false, false),
-        (Protocol::Plain, true, true),
-        (Protocol::Plain, false, false),
+fn asking_for_a_size_distribution_a_server_cannot_keep_is_a_warning() {
+    let warning = "response_size_distribution needs a server that keeps distributions";
+    for (server, keeps) in [
+        (Server::Datadog, true),
+        (Server::StatsdExporter, true),
+        (Server::Vector, true),
+        (Server::Generic, false),
+        (Server::Etsy, false),
+        (Server::Telegraf, false),
+        (Server::Netdata, false),
+    ] {
+        for on in [true, false] {
+            let (_rx, spy) = SpyMetricSink::new();
+            let statsd = Statsd::builder().server(server).build_with(spy).unwrap();
+            let log = logged(|| drop(statsd.layer().response_size_distribution(on)));
+            let warned = on && !keeps;
+            assert_eq!(
+                log.contains(warning),
+                warned,
+                "{server}, response_size_distribution({on}): {log:?}"
+            );
+            if warned {
+                assert!(log.contains("WARN"), "{log:?}");
+                assert!(log.contains(&format!("server={server}")), "{log:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn at_start_one_line_names_the_server_the_packing_and_what_is_not_kept() {
+    for (server, protocol, cap, not_kept) in [
+        (None, Protocol::Plain, 0, "timers are never sampled"),
+        (
+            Some(Server::Etsy),
+            Protocol::Etsy,
+            1024,
+            "above the timer cap a sample is sent",
+        ),
+        (
+            Some(Server::Collectd),
+            Protocol::Plain,
+            0,
+            "whole milliseconds",
+        ),
+        (
+            Some(Server::StatsdExporter),
+            Protocol::Plain,
+            1024,
+            "sets (unique users) are not kept",
+        ),
     ] {
         let (_rx, spy) = SpyMetricSink::new();
-        let statsd = Statsd::builder()
-            .protocol(protocol)
-            .build_with(spy)
-            .unwrap();
-        let log = logged(|| drop(statsd.layer().response_size_distribution(on)));
-        assert_eq!(
-            log.contains(warning),
-            warned,
-            "{protocol}, response_size_distribution({on}): {log:?}"
-        );
-        if warned {
-            assert!(log.contains("WARN"), "{log:?}");
-            assert!(log.contains(&format!("protocol={protocol}")), "{log:?}");
+        let mut builder = Statsd::builder();
+        if let Some(server) = server {
+            builder = builder.server(server);
         }
+        let log = logged(|| drop(builder.build_with(spy).unwrap()));
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        let line = lines[0];
+        assert!(line.contains(" INFO "), "{line}");
+        let server = server.unwrap_or_default();
+        for field in [
+            format!("server={server}"),
+            format!("protocol={protocol}"),
+            format!("timer_cap={cap}"),
+        ] {
+            assert!(line.contains(&field), "{field}: {line}");
+        }
+        assert!(line.contains(not_kept), "{not_kept}: {line}");
     }
 }

@@ -19,10 +19,8 @@ use super::flusher::{Control, Core, Flusher};
 use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
-use super::{Protocol, Source};
-use crate::config::{
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE,
-};
+use super::{Mismatch, Protocol, Server, Source};
+use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE};
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the flusher.
@@ -88,7 +86,7 @@ struct Handle {
     packets: Arc<PacketStats>,
     max_buffered_values: usize,
     timer_cap: usize,
-    protocol: Protocol,
+    server: Server,
     flusher: thread::Thread,
 }
 
@@ -111,8 +109,9 @@ impl AggregatingSink {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             max_packet_size: DEFAULT_MAX_UDP_SIZE,
             max_buffered_values: 4_096,
-            max_timer_samples: DEFAULT_MAX_TIMER_SAMPLES,
-            protocol: Protocol::default(),
+            max_timer_samples: None,
+            protocol: None,
+            server: None,
             dropped_metric: "tower_statsd.dropped".to_owned(),
             check_packet_size: true,
         }
@@ -181,12 +180,11 @@ impl AggregatingSink {
             .len()
     }
 
-    /// The wire dialect packets are written in.
-    pub(crate) fn protocol(&self) -> Protocol {
-        self.handle.protocol
+    /// Values kept per timer and window before sampling; 0 = no cap.
+    pub(crate) fn server(&self) -> Server {
+        self.handle.server
     }
 
-    /// Values kept per timer and window before sampling; 0 = no cap.
     pub(crate) fn timer_cap(&self) -> usize {
         self.handle.timer_cap
     }
@@ -298,8 +296,9 @@ pub struct AggregatingSinkBuilder {
     flush_interval: Duration,
     max_packet_size: usize,
     max_buffered_values: usize,
-    max_timer_samples: usize,
-    protocol: Protocol,
+    max_timer_samples: Option<usize>,
+    protocol: Option<Protocol>,
+    server: Option<Server>,
     dropped_metric: String,
     check_packet_size: bool,
 }
@@ -312,6 +311,7 @@ impl fmt::Debug for AggregatingSinkBuilder {
             .field("max_buffered_values", &self.max_buffered_values)
             .field("max_timer_samples", &self.max_timer_samples)
             .field("protocol", &self.protocol)
+            .field("server", &self.server)
             .field("dropped_metric", &self.dropped_metric)
             .finish_non_exhaustive()
     }
@@ -350,20 +350,34 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// Values kept per timer and window (default 1 024; 0 keeps every
-    /// value). Beyond it a uniform sample is sent with sample rates that keep
-    /// the daemon's `count` exact, and the window's minimum and maximum are
-    /// always in it. Values below 64 count as 64.
+    /// Values kept per timer and window (default: 1 024 for a
+    /// [`Server`] that reads sample rates on timers, every value for one
+    /// that does not; 0 keeps every value). Beyond it a uniform sample is
+    /// sent with sample rates that keep the daemon's `count` exact, and the
+    /// window's minimum and maximum are always in it. Values below 64 count
+    /// as 64. A cap for a server that misreads rates (collectd, netdata,
+    /// the generic default) makes [`build`](Self::build) fail.
     pub fn max_timer_samples(mut self, values: usize) -> Self {
-        self.max_timer_samples = if values == 0 { 0 } else { values.max(MIN_CAP) };
+        self.max_timer_samples = Some(if values == 0 { 0 } else { values.max(MIN_CAP) });
         self
     }
 
-    /// How the values of one name are packed (default [`Protocol::Plain`],
-    /// one a line, which every StatsD server reads). Counters are summed and
-    /// set members de-duplicated per window in every dialect.
+    /// How the values of one name are packed (default: the [`Server`]'s
+    /// packing; [`Protocol::Plain`], one a line, for the generic default).
+    /// Without a server, a packing picks the server that reads it
+    /// ([`Protocol::Etsy`]: Etsy StatsD, [`Protocol::DogStatsd`]: the
+    /// Datadog agent). Counters are summed and set members de-duplicated
+    /// per window in every dialect.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Which StatsD server the packets go to (default [`Server::Generic`],
+    /// read right by every server): decides the packing, whether timers are
+    /// sampled, and what is logged at start as not kept.
+    pub fn server(mut self, server: Server) -> Self {
+        self.server = Some(server);
         self
     }
 
@@ -388,18 +402,28 @@ impl AggregatingSinkBuilder {
                 ),
             ));
         }
+        let invalid = |e: Mismatch| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let (server, protocol) = Server::resolve(self.server, self.protocol).map_err(invalid)?;
+        let timer_cap = server.timer_cap(self.max_timer_samples).map_err(invalid)?;
+        tracing::info!(
+            %server,
+            %protocol,
+            timer_cap,
+            not_kept = %server.losses(timer_cap).join("; "),
+            "tower-statsd sends to a StatsD server of this profile"
+        );
         let packets = Arc::new(PacketStats::default());
         let core = Arc::new(Core {
             control: Arc::default(),
-            lines: Mutex::new(Aggregator::new(self.max_timer_samples)),
+            lines: Mutex::new(Aggregator::new(timer_cap)),
             sources: Mutex::default(),
         });
         let mut writer = PacketWriter::new(self.transport, self.max_packet_size, packets.clone());
-        writer.protocol(self.protocol);
+        writer.protocol(protocol);
         let flusher = Flusher {
             core: core.clone(),
             writer,
-            spare: Aggregator::new(self.max_timer_samples),
+            spare: Aggregator::new(timer_cap),
             flush_interval: self.flush_interval,
             max_buffered_values: self.max_buffered_values,
             dropped_metric: self.dropped_metric,
@@ -414,8 +438,8 @@ impl AggregatingSinkBuilder {
                 core,
                 packets,
                 max_buffered_values: self.max_buffered_values,
-                timer_cap: self.max_timer_samples,
-                protocol: self.protocol,
+                timer_cap,
+                server,
                 flusher: thread.thread().clone(),
             }),
         })
@@ -735,11 +759,11 @@ mod tests {
         assert_eq!(
             format!("{builder:?}"),
             "AggregatingSinkBuilder { flush_interval: 250ms, max_packet_size: 1432, \
-             max_buffered_values: 100, max_timer_samples: 200, protocol: DogStatsd, \
-             dropped_metric: \"p.dropped\", .. }"
+             max_buffered_values: 100, max_timer_samples: Some(200), protocol: Some(DogStatsd), \
+             server: None, dropped_metric: \"p.dropped\", .. }"
         );
         let sink = builder.build().unwrap();
-        assert_eq!(sink.protocol(), Protocol::DogStatsd);
+        assert_eq!(sink.server(), Server::Datadog);
         assert_eq!(sink.timer_cap(), 200);
         assert_eq!(format!("{sink:?}"), "AggregatingSink { dropped: 0, .. }");
         assert!(sink.emit("bad line").is_err());
@@ -752,11 +776,17 @@ mod tests {
         assert_eq!(
             format!("{builder:?}"),
             "AggregatingSinkBuilder { flush_interval: 1s, max_packet_size: 512, \
-             max_buffered_values: 4096, max_timer_samples: 1024, protocol: Plain, \
-             dropped_metric: \"tower_statsd.dropped\", .. }"
+             max_buffered_values: 4096, max_timer_samples: None, protocol: None, \
+             server: None, dropped_metric: \"tower_statsd.dropped\", .. }"
         );
+        // The generic server misreads no rate: every timer value is sent.
         let sink = builder.build().unwrap();
-        assert_eq!((sink.protocol(), sink.timer_cap()), (Protocol::Plain, 1024));
+        assert_eq!((sink.server(), sink.timer_cap()), (Server::Generic, 0));
+        let sink = AggregatingSink::builder(cadence::NopMetricSink)
+            .server(Server::Etsy)
+            .build()
+            .unwrap();
+        assert_eq!((sink.server(), sink.timer_cap()), (Server::Etsy, 1024));
         // Below the floors: 1 ms, 1 value, 64 timer values; 0 is "no cap".
         let builder = AggregatingSink::builder(cadence::NopMetricSink)
             .flush_interval(Duration::ZERO)
@@ -764,9 +794,10 @@ mod tests {
             .max_timer_samples(10);
         assert_eq!(builder.flush_interval, Duration::from_millis(1));
         assert_eq!(builder.max_buffered_values, 1);
-        assert_eq!(builder.max_timer_samples, MIN_CAP);
+        assert_eq!(builder.max_timer_samples, Some(MIN_CAP));
         for (asked, cap) in [(0, 0), (1, MIN_CAP), (MIN_CAP + 1, MIN_CAP + 1)] {
             let sink = AggregatingSink::builder(cadence::NopMetricSink)
+                .server(Server::Telegraf)
                 .max_timer_samples(asked)
                 .build()
                 .unwrap();
@@ -782,6 +813,17 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        // What a server cannot read right is refused, saying why.
+        for builder in [
+            AggregatingSink::builder(cadence::NopMetricSink).max_timer_samples(64),
+            AggregatingSink::builder(cadence::NopMetricSink)
+                .server(Server::Collectd)
+                .protocol(Protocol::Etsy),
+        ] {
+            let error = builder.build().unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+            assert!(error.to_string().starts_with("STATSD_SERVER="), "{error}");
+        }
     }
 
     #[test]

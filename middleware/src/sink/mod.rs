@@ -16,6 +16,8 @@
 //!   de-duplicated, timers sampled, gauges folded);
 //! - `sample`: a timer's bounded sample with exact counts;
 //! - `protocol`: the wire dialects ([`Protocol`]): how a name's values are packed;
+//! - `server`: the server profiles ([`Server`]): which packing, whether a
+//!   timer may be sampled, what the server keeps;
 //! - `packet`: `\n`-joined lines in packets of at most `max_packet_size`
 //!   bytes, a long multi-value line split under the same name;
 //! - `transport`: [`UdpSink`] (lazy, retried DNS) and [`TcpSink`] (lazy,
@@ -70,6 +72,7 @@ mod line;
 mod packet;
 mod protocol;
 mod sample;
+mod server;
 #[cfg(test)]
 pub(crate) mod testing;
 mod transport;
@@ -81,6 +84,8 @@ pub(crate) use packet::PacketStats;
 pub(crate) use packet::PacketWriter;
 pub use protocol::{Protocol, UnknownProtocol};
 pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
+pub(crate) use server::Mismatch;
+pub use server::{Server, UnknownServer};
 pub use transport::{TcpSink, UdpSink};
 
 // Interface shared with the rest of the crate; the modules below implement it.

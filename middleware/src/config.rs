@@ -373,9 +373,11 @@ impl StatsdBuilder {
         let cannot = |e: Mismatch| ConfigError::ServerCannotRead(e.to_string());
         let (server, protocol) = Server::resolve(self.server, self.protocol).map_err(cannot)?;
         let cap = server.timer_cap(self.max_timer_samples).map_err(cannot)?;
-        if self.naming == NamingMode::Tagged && !server.reads_tags() && self.server.is_some() {
+        if self.naming == NamingMode::Tagged && !server.reads_tags() {
             return Err(ConfigError::ServerCannotRead(format!(
-                "STATSD_SERVER={server} does not read tags: use STATSD_NAMING=hierarchical"
+                "STATSD_SERVER={server} does not read tags: use STATSD_NAMING=hierarchical, \
+                 or name a server that reads them (etsy, telegraf, statsd_exporter, datadog, \
+                 vector, gostatsd)"
             )));
         }
         Ok((server, protocol, cap))
@@ -683,19 +685,29 @@ mod tests {
         );
         let why = refused(
             StatsdBuilder::new()
-                .server(Server::Etsy)
+                .server(Server::Collectd)
                 .naming(NamingMode::Tagged),
         );
-        assert_eq!(
-            why,
-            "STATSD_SERVER=etsy does not read tags: use STATSD_NAMING=hierarchical"
+        assert!(
+            why.starts_with(
+                "STATSD_SERVER=collectd does not read tags: use STATSD_NAMING=hierarchical"
+            ),
+            "{why}"
         );
-        // Tags for an unnamed server are the user's call; for one that reads
-        // them, fine.
+        // Tags for the generic default are refused too: not every server
+        // reads them. A server that reads them takes them.
+        let why = refused(StatsdBuilder::new().naming(NamingMode::Tagged));
+        assert!(
+            why.starts_with("STATSD_SERVER=generic does not read tags"),
+            "{why}"
+        );
         let ok = |b: StatsdBuilder| b.validate().map_err(|e| e.to_string());
-        assert_eq!(ok(StatsdBuilder::new().naming(NamingMode::Tagged)), Ok(()));
-        let datadog = StatsdBuilder::new().server(Server::Datadog);
-        assert_eq!(ok(datadog.naming(NamingMode::Tagged)), Ok(()));
+        for server in [Server::Datadog, Server::Etsy] {
+            let tagged = StatsdBuilder::new()
+                .server(server)
+                .naming(NamingMode::Tagged);
+            assert_eq!(ok(tagged), Ok(()), "{server}");
+        }
         // A packing alone names its server, which may sample.
         let etsy = StatsdBuilder::new()
             .protocol(Protocol::Etsy)

@@ -39,12 +39,22 @@ mod support;
 use support::daemon::{dogstatsd_as_etsy, Daemon};
 use support::received_lines;
 
+/// A server that reads `protocol` and tags: Etsy StatsD 0.9 for its own
+/// packing and plain lines, the Datadog agent for DogStatsD's.
+fn tag_reader(protocol: Protocol) -> Server {
+    match protocol {
+        Protocol::DogStatsd => Server::Datadog,
+        _ => Server::Etsy,
+    }
+}
+
 /// The lines of one window: 3 requests to `/` with two users, and a
 /// handler-style timer with a client-side sample rate, through `protocol`.
 async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
     let (rx, spy) = SpyMetricSink::new();
     let statsd = Statsd::builder()
         .prefix("app")
+        .server(tag_reader(protocol))
         .protocol(protocol)
         .naming(naming)
         .max_packet_size(1432)

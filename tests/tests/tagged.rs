@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use e2e::{admin_value, poll, Stack};
-use tower_statsd::{NamingMode, Statsd};
+use tower_statsd::{NamingMode, Server, Statsd};
 
 #[test]
 fn tagged_metrics_reach_the_daemon_as_tagged_keys() {
@@ -20,6 +20,7 @@ fn tagged_metrics_reach_the_daemon_as_tagged_keys() {
         .host("127.0.0.1")
         .port(stack.statsd_port)
         .prefix("tagtest")
+        .server(Server::Etsy)
         .naming(NamingMode::Tagged)
         .build()
         .unwrap();

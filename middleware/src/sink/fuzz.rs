@@ -35,7 +35,7 @@ use super::line::{parse, parse_each, write_field, write_metric, LineError};
 use super::packet::{PacketStats, PacketWriter};
 use super::testing::spy;
 use super::testing::{dogstatsd_as_etsy, Daemon};
-use super::{AggregatingSink, Metric, Protocol, Value};
+use super::{AggregatingSink, Metric, Protocol, Server, Value};
 
 /// Hand-made inputs that have broken (or could break) StatsD code somewhere.
 const NASTY: &[&str] = &[
@@ -554,6 +554,11 @@ fn check_sink(
         .max_timer_samples(0)
         .max_buffered_values(max_values)
         .protocol(protocol)
+        // Servers that read tags, as the model does.
+        .server(match protocol {
+            Protocol::DogStatsd => Server::Datadog,
+            Protocol::Plain | Protocol::Etsy => Server::Etsy,
+        })
         .dropped_metric("zz.dropped")
         .build()
         .map_err(|e| e.to_string())?;

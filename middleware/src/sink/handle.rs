@@ -19,7 +19,7 @@ use super::flusher::{Control, Core, Flusher};
 use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
-use super::{Mismatch, Protocol, Server, Source};
+use super::{Metric, Mismatch, Protocol, Server, Source};
 use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE};
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
@@ -230,7 +230,16 @@ impl MetricSink for AggregatingSink {
                 "tower-statsd window is full and the flusher is behind; metric dropped",
             ));
         }
-        let parsed = line::parse_each(metric, &mut |m| lines.add(m));
+        // A server that does not read tags gets the metric without them
+        // (summed with its untagged twin) rather than a line it rejects.
+        let keep_tags = handle.server.reads_tags();
+        let parsed = line::parse_each(metric, &mut |m| {
+            lines.add(if keep_tags {
+                m
+            } else {
+                Metric { tags: "", ..m }
+            })
+        });
         let full = lines.len() >= handle.max_buffered_values && held < handle.max_buffered_values;
         drop(lines);
         if full {
@@ -580,7 +589,7 @@ mod tests {
 
     #[test]
     fn without_packing_every_value_is_its_own_line() {
-        let (rx, sink) = spy_sink(|b| b.protocol(Protocol::Plain));
+        let (rx, sink) = spy_sink(|b| b.server(Server::Etsy).protocol(Protocol::Plain));
         let statsd = StatsdClient::from_sink("p", sink.clone());
         workload(&statsd);
         assert!(sink.flush());
@@ -729,6 +738,8 @@ mod tests {
             .unwrap();
         let port = server.local_addr().unwrap().port();
         let sink = AggregatingSink::builder(UdpSink::new("127.0.0.1", port, false).unwrap())
+            .server(Server::Etsy)
+            .protocol(Protocol::Plain)
             .flush_interval(Duration::from_secs(3600))
             .build()
             .unwrap();

@@ -23,7 +23,7 @@ use super::Protocol;
 /// | server | packing | timers above the cap | tags | distributions | sets | fractions of a ms |
 /// |---|---|---|---|---|---|---|
 /// | [`Generic`](Server::Generic) (default) | plain | every value sent, no rate | no | no | yes | sent |
-/// | [`Etsy`](Server::Etsy) (also graphite-statsd) | etsy | sampled, `\|@rate` | no | no | yes | kept |
+/// | [`Etsy`](Server::Etsy) (also graphite-statsd) | etsy | sampled, `\|@rate` | yes (0.9: as Graphite tags) | no | yes | kept |
 /// | [`Collectd`](Server::Collectd) | plain | every value sent, no rate | no | no | yes | **cut to whole ms** |
 /// | [`Netdata`](Server::Netdata) | plain | every value sent, no rate | no | no | yes | kept |
 /// | [`Telegraf`](Server::Telegraf) | etsy | sampled, `\|@rate` | yes | no | yes | kept |
@@ -162,14 +162,18 @@ impl Server {
     /// naming ([`NamingMode::Tagged`](crate::NamingMode::Tagged)) needs.
     pub fn reads_tags(self) -> bool {
         match self {
-            // Etsy StatsD: "Bad line" (hot-shots issue #85); collectd has
-            // no tags in its grammar; netdata reads `|#` as its own chart
-            // options (units, family, name), not as dimensions.
-            Server::Generic | Server::Etsy | Server::Collectd | Server::Netdata => false,
-            // Telegraf (`datadog_extensions = true`), statsd_exporter
-            // (DogStatsD, InfluxDB and Librato tags), the agent, Vector,
-            // gostatsd.
-            Server::Telegraf
+            // collectd has no tags in its grammar (src/statsd.c); netdata
+            // reads `|#` as its own chart options (units, family, name),
+            // not as dimensions; older Etsy StatsD answered "Bad line"
+            // (hot-shots issue #85), so an unknown server may too.
+            Server::Generic | Server::Collectd | Server::Netdata => false,
+            // Etsy StatsD 0.9 turns `|#k:v` into the Graphite tagged key
+            // `name;k=v` (lib/helpers.js; tests/tests/tagged.rs reads them
+            // back from the real daemon); Telegraf (`datadog_extensions =
+            // true`), statsd_exporter (DogStatsD, InfluxDB and Librato
+            // tags), the agent, Vector, gostatsd.
+            Server::Etsy
+            | Server::Telegraf
             | Server::StatsdExporter
             | Server::Datadog
             | Server::Vector
@@ -330,7 +334,7 @@ mod tests {
                 true,
                 true,
             ),
-            (Server::Etsy, Protocol::Etsy, true, false, false, true, true),
+            (Server::Etsy, Protocol::Etsy, true, true, false, true, true),
             (
                 Server::Collectd,
                 Protocol::Plain,
@@ -511,8 +515,9 @@ mod tests {
         let tags = "tags are not read (use hierarchical naming)";
         assert_eq!(Server::Generic.losses(0), [rates, tags]);
         assert_eq!(Server::Collectd.losses(0), [rates, whole, tags]);
-        assert_eq!(Server::Etsy.losses(1_024), [sample, tags]);
-        assert_eq!(Server::Etsy.losses(0), [tags]);
+        assert_eq!(Server::Etsy.losses(1_024), [sample]);
+        assert!(Server::Etsy.losses(0).is_empty());
+        assert_eq!(Server::Netdata.losses(0), [rates, tags]);
         assert_eq!(Server::StatsdExporter.losses(64), [sample, sets]);
         assert!(Server::Datadog.losses(0).is_empty());
     }

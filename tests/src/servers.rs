@@ -163,6 +163,7 @@ LoadPlugin statsd
   TimerLower true
   TimerUpper true
   TimerSum true
+  TimerPercentile 90
 </Plugin>
 LoadPlugin csv
 <Plugin csv>

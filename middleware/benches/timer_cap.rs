@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use cadence::SpyMetricSink;
-use tower_statsd::{Protocol, Statsd};
+use tower_statsd::{Protocol, Server, Statsd};
 
 const VALUES: usize = 100_000;
 const CAPS: [usize; 6] = [64, 256, 1_024, 4_096, 16_384, 0];
@@ -75,7 +75,10 @@ struct Seen {
 
 fn through_client(cap: usize, values: &[f64]) -> Seen {
     let (rx, spy) = SpyMetricSink::new();
+    // Etsy StatsD reads sample rates (the generic default sends every
+    // value: the cap 0 row below).
     let statsd = Statsd::builder()
+        .server(Server::Etsy)
         .protocol(Protocol::Plain)
         .max_timer_samples(cap)
         .flush_interval(Duration::from_secs(3600))

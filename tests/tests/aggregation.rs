@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use e2e::{admin_value, poll, Stack};
 use tower_statsd::cadence::MetricSink;
 use tower_statsd::prelude::*;
-use tower_statsd::{Protocol, Statsd};
+use tower_statsd::{Protocol, Server, Statsd};
 
 /// The daemon's flush interval here: long enough to send both workloads
 /// inside one window, short enough to keep the test quick.
@@ -323,6 +323,9 @@ fn sampled_timers_keep_exact_counts_and_extremes() {
             .host("127.0.0.1")
             .port(stack.statsd_port)
             .prefix(&prefix)
+            // Etsy StatsD reads sample rates (the generic default sends
+            // every value).
+            .server(Server::Etsy)
             .flush_interval(Duration::from_secs(600))
             .build()
             .expect("a client");

@@ -11,7 +11,11 @@
 //! Finished packets wait in an outbox; the flusher sends them paced over part
 //! of the window ([`PacketWriter::send_pending`]) rather than in one burst,
 //! because a burst of thousands of datagrams overflows the daemon's socket
-//! receive buffer while it is still parsing the first ones.
+//! receive buffer while it is still parsing the first ones. Counters,
+//! gauges and set members (a line per name and window, however busy) are
+//! packed apart from timer values (a line per value where the server
+//! misreads rates) and leave first: when a busy window still overflows the
+//! daemon's buffer, what is lost is timer values, never a count.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -45,11 +49,37 @@ pub(crate) struct PacketStats {
     pub(crate) oversized: AtomicU64,
 }
 
+/// Which packets leave first (see the module's docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Counters, gauges, set members.
+    First,
+    /// Timer and distribution values.
+    Bulk,
+}
+
+impl Lane {
+    fn of(value: &Value<'_>) -> Lane {
+        match value {
+            Value::Timer { .. } | Value::Distribution { .. } => Lane::Bulk,
+            Value::Count { .. } | Value::Gauge(_) | Value::GaugeDelta(_) | Value::Set(_) => {
+                Lane::First
+            }
+        }
+    }
+}
+
 /// Fills a buffer with `\n`-separated lines and hands each full packet to the
 /// transport. Runs on the flusher thread only.
 pub(crate) struct PacketWriter {
+    /// The packet being filled, of lane `lane`.
     buf: String,
+    /// The packet being filled in the other lane.
+    other: String,
+    lane: Lane,
     outbox: VecDeque<String>,
+    /// Packets of [`Lane::First`] at the front of the outbox.
+    first: usize,
     /// Buffers of sent packets, cleared, for the next ones: a window's
     /// packets reuse the memory of the last window's.
     free: Vec<String>,
@@ -82,7 +112,10 @@ impl PacketWriter {
         let max_packet_size = max_packet_size.max(1);
         Self {
             buf: String::with_capacity(max_packet_size),
+            other: String::with_capacity(max_packet_size),
+            lane: Lane::First,
             outbox: VecDeque::new(),
+            first: 0,
             free: Vec::new(),
             max_free: MAX_FREE_BYTES / max_packet_size,
             scratch: String::new(),
@@ -101,16 +134,37 @@ impl PacketWriter {
     /// Appends one metric as its own line (two lines for a negative absolute
     /// gauge, kept in the same packet).
     pub(crate) fn push_metric(&mut self, metric: &Metric<'_>) {
+        self.switch(Lane::of(&metric.value));
+        self.write_line(metric);
+    }
+
+    /// Fills packets of `lane` from now on.
+    fn switch(&mut self, lane: Lane) {
+        if self.lane != lane {
+            std::mem::swap(&mut self.buf, &mut self.other);
+            self.lane = lane;
+        }
+    }
+
+    /// [`push_metric`](Self::push_metric) in the current lane.
+    fn write_line(&mut self, metric: &Metric<'_>) {
         let mut entry = std::mem::take(&mut self.scratch);
         entry.clear();
         write_metric(&mut entry, metric);
-        self.push_entry(&entry);
+        self.push_line(&entry);
         self.scratch = entry;
     }
 
-    /// Appends a raw, already valid entry (one line, or lines that must stay
-    /// in one packet).
+    /// Appends a raw count line, already valid (tests write packets with it).
+    #[cfg(test)]
     pub(crate) fn push_entry(&mut self, entry: &str) {
+        self.switch(Lane::First);
+        self.push_line(entry);
+    }
+
+    /// Appends a raw, already valid entry (one line, or lines that must stay
+    /// in one packet) to the current lane's packet.
+    fn push_line(&mut self, entry: &str) {
         if !self.fits(entry.len()) {
             self.send_buffered();
         }
@@ -135,6 +189,11 @@ impl PacketWriter {
         tags: &str,
         values: impl IntoIterator<Item = Value<'v>>,
     ) {
+        // One name's values are of one kind: the first says the lane.
+        let mut values = values.into_iter().peekable();
+        if let Some(value) = values.peek() {
+            self.switch(Lane::of(value));
+        }
         match self.protocol {
             Protocol::Plain => {
                 for value in values {
@@ -172,7 +231,7 @@ impl PacketWriter {
                 }
                 _ => {
                     self.close_dogstatsd(&mut open, &suffix);
-                    self.push_metric(&Metric { name, tags, value });
+                    self.write_line(&Metric { name, tags, value });
                     continue;
                 }
             };
@@ -262,9 +321,14 @@ impl PacketWriter {
         self.scratch = field;
     }
 
-    /// Closes the (possibly short) packet being filled; it waits in the
+    /// Closes the (possibly short) packets being filled; they wait in the
     /// outbox with the others.
     pub(crate) fn seal(&mut self) {
+        self.send_buffered();
+        self.switch(match self.lane {
+            Lane::First => Lane::Bulk,
+            Lane::Bulk => Lane::First,
+        });
         self.send_buffered();
     }
 
@@ -274,6 +338,7 @@ impl PacketWriter {
             let Some(mut packet) = self.outbox.pop_front() else {
                 break;
             };
+            self.first = self.first.saturating_sub(1);
             self.emit(&packet);
             if self.free.len() < self.max_free && packet.capacity() <= self.max_packet_size {
                 packet.clear();
@@ -300,13 +365,25 @@ impl PacketWriter {
     /// Bytes waiting for the next packet.
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.other.len()
     }
 
     /// A line longer than a packet on its own: sent alone, and counted.
     fn push_alone(&mut self, line: String) {
         self.stats.oversized.fetch_add(1, Relaxed);
-        self.outbox.push_back(line);
+        self.queue(line);
+    }
+
+    /// Into the outbox: behind the other packets of its lane, and a packet
+    /// of the first lane ahead of every timer value.
+    fn queue(&mut self, packet: String) {
+        match self.lane {
+            Lane::First => {
+                self.outbox.insert(self.first, packet);
+                self.first += 1;
+            }
+            Lane::Bulk => self.outbox.push_back(packet),
+        }
     }
 
     fn fits(&self, entry_len: usize) -> bool {
@@ -322,7 +399,7 @@ impl PacketWriter {
             .pop()
             .unwrap_or_else(|| String::with_capacity(self.max_packet_size));
         let packet = std::mem::replace(&mut self.buf, next);
-        self.outbox.push_back(packet);
+        self.queue(packet);
     }
 
     fn emit(&self, packet: &str) {
@@ -359,6 +436,66 @@ mod tests {
 
     fn packets(rx: &Packets) -> Vec<String> {
         rx.take()
+    }
+
+    /// The order packets leave in: counts, gauges and set members first,
+    /// then timer and distribution values, each in the order written.
+    fn lanes(lines: &[String]) -> Vec<String> {
+        let first = lines.iter().filter(|l| !is_bulk_line(l));
+        first
+            .chain(lines.iter().filter(|l| is_bulk_line(l)))
+            .cloned()
+            .collect()
+    }
+
+    /// A timer or distribution line.
+    fn is_bulk_line(line: &str) -> bool {
+        let body = line.split("|#").next().unwrap();
+        body.contains("|ms") || body.contains("|d")
+    }
+
+    #[test]
+    fn counts_leave_ahead_of_timer_values() {
+        // 12 bytes: one 6-byte line a packet.
+        let (rx, mut w, _) = writer(12);
+        let timer = |ms| Metric {
+            name: "t",
+            tags: "",
+            value: Value::Timer { ms, rate: 1.0 },
+        };
+        for _ in 0..3 {
+            w.push_metric(&timer(1.0));
+        }
+        w.push_entry("a1:1|c");
+        w.push_entry("a2:1|c");
+        w.seal();
+        assert_eq!(w.send_pending(1), 4);
+        // A later count still overtakes the timer values left.
+        w.push_metric(&timer(2.0));
+        w.push_metric(&Metric {
+            name: "b",
+            tags: "",
+            value: Value::Count {
+                value: 2.0,
+                rate: 1.0,
+            },
+        });
+        w.push_packed("s", "", [Value::Set("x")]);
+        w.seal();
+        w.flush();
+        assert_eq!(
+            packets(&rx),
+            [
+                "a1:1|c",
+                "a2:1|c",
+                "b:2|c\ns:x|s",
+                "t:1|ms",
+                "t:1|ms",
+                "t:1|ms",
+                "t:2|ms"
+            ]
+        );
+        assert_eq!(w.pending(), 0);
     }
 
     /// Every field of every line, as the daemon would split it: `(name, tags, field)`.
@@ -538,7 +675,7 @@ mod tests {
                             field
                         })
                         .collect();
-                    assert_eq!(got, want, "max {max}, name {name}, tags {tags:?}");
+                    assert_eq!(got, lanes(&want), "max {max}, name {name}, tags {tags:?}");
                 }
             }
         }
@@ -593,10 +730,26 @@ mod tests {
         }
     }
 
-    /// Every packet is as full as it can be: the next packet's first value
-    /// (on the same line, or on a new one) would not have fitted in it.
+    /// Every packet is as full as it can be: the next packet of its lane's
+    /// first value (on the same line, or on a new one) would not have fitted
+    /// in it. A packet holds lines of one lane only.
     fn assert_tight(protocol: Protocol, max: usize, packets: &[String]) {
-        for pair in packets.windows(2) {
+        let is_bulk = |packet: &String| {
+            let lines: Vec<String> = packet.split('\n').map(str::to_owned).collect();
+            let bulk = lines.iter().filter(|l| is_bulk_line(l)).count();
+            assert!(
+                bulk == 0 || bulk == lines.len(),
+                "one lane a packet: {packet:?}"
+            );
+            bulk > 0
+        };
+        let (bulk, first): (Vec<String>, Vec<String>) = packets.iter().cloned().partition(is_bulk);
+        assert_eq!(
+            [&first[..], &bulk[..]].concat(),
+            packets,
+            "counts leave first"
+        );
+        for pair in first.windows(2).chain(bulk.windows(2)) {
             let (this, next) = (&pair[0], &pair[1]);
             let last = this.rsplit('\n').next().unwrap();
             let first = next.split('\n').next().unwrap();
@@ -716,7 +869,7 @@ mod tests {
                         );
                         assert_eq!(
                             expand(protocol, &sent),
-                            want,
+                            lanes(&want),
                             "{protocol:?}, max {max}, {base}, {tags:?}"
                         );
                         assert_tight(protocol, max, &sent);
@@ -771,7 +924,7 @@ mod tests {
                 w.flush();
                 assert_eq!(
                     packets(&rx),
-                    ["t:1|ms|#a:b", "c:1|c"],
+                    ["c:1|c", "t:1|ms|#a:b"],
                     "{protocol:?}, max {max}"
                 );
                 assert_eq!(

@@ -436,3 +436,58 @@ fn netdata_rejects_dogstatsd_timers() {
         "{outcome:?}"
     );
 }
+
+// ---------------------------------------------------------------- decrements on netdata
+
+/// What a user of `decr` sees on netdata 1.37: two decrements of one
+/// counter in two windows (the client sums one window's decrements into one
+/// line, `k:-1|c` here each time), sent two of netdata's 1 s collections
+/// apart. Netdata's chart holds only the first: its total stays at -1,
+/// measured over two more collections. The docs say so: count down with a
+/// gauge delta there.
+#[test]
+fn netdata_keeps_only_the_first_decrement_of_a_counter() {
+    use tower_statsd::prelude::*;
+    let netdata = Netdata::start();
+    let statsd = tower_statsd::Statsd::builder()
+        .host("127.0.0.1")
+        .port(netdata.port)
+        .prefix("decr")
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let chart = "statsd_decr.k_counter";
+    let total = || {
+        netdata
+            .chart_sums(chart)
+            .and_then(|(_, sums)| sums.get("counter").copied())
+            .map(round)
+    };
+    let points = || netdata.chart_sums(chart).map_or(0, |(points, _)| points);
+    let two_more_collections = |what: &str| {
+        let seen = points();
+        poll(what, Duration::from_secs(30), || {
+            let now = points();
+            (now >= seen + 2)
+                .then_some(())
+                .ok_or(format!("{now} points"))
+        });
+    };
+    statsd.decr("k").unwrap();
+    assert!(statsd.flush());
+    poll(
+        "netdata holds the first decrement",
+        Duration::from_secs(30),
+        || {
+            let got = total();
+            (got == Some(-1.0)).then_some(()).ok_or(format!("{got:?}"))
+        },
+    );
+    two_more_collections("two collections after the first");
+    statsd.decr("k").unwrap();
+    assert!(statsd.flush());
+    two_more_collections("two collections after the second");
+    let got = total();
+    println!("netdata 1.37, `k:-1|c` in two windows 2 s apart: chart total {got:?}");
+    assert_eq!(got, Some(-1.0));
+}

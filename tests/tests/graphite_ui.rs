@@ -188,7 +188,7 @@ fn graphite_ui_loads_its_scripts_and_shows_the_metric_tree() {
     }
 
     // The whole UI (header frame + composer frame with the graph) renders
-    // to a screenshot; scripts/render-graphs saves the README's copy.
+    // to a screenshot.
     let shot = std::env::temp_dir().join(format!("graphite-ui-{}.png", std::process::id()));
     let ui = format!(
         "{}/?target=stats.statstest.root.called&from=-5min",

@@ -16,8 +16,9 @@ pub const MIN_MAX_UDP_SIZE: usize = 64;
 /// Default aggregation window; keep it at or below the daemon's flush interval.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of values kept per timer and window before sampling
-/// (`metrics-exporter-dogstatsd`'s reservoir size; see the README for the
-/// measurement behind it).
+/// (`metrics-exporter-dogstatsd`'s reservoir size; the measurement behind it
+/// is in the repository's
+/// [docs/delivery.md](https://github.com/tower-statsd/tower-statsd/blob/main/docs/delivery.md#timers-above-the-cap)).
 pub const DEFAULT_MAX_TIMER_SAMPLES: usize = 1_024;
 
 /// How packets reach the daemon.

@@ -85,15 +85,39 @@ fn readme_first_screen_is_enough() {
     );
 }
 
-/// Relative link targets in a Markdown file: `](target)` without a scheme,
-/// without the `#anchor`.
-fn relative_links(markdown: &str) -> Vec<String> {
+/// Relative link targets in a Markdown file, `](target)` without a scheme:
+/// (file, or "" for the page itself; anchor, if any).
+fn relative_links(markdown: &str) -> Vec<(String, Option<String>)> {
     markdown
         .split("](")
         .skip(1)
         .filter_map(|rest| rest.split_once(')').map(|(target, _)| target))
-        .filter(|t| !t.contains("://") && !t.starts_with('#'))
-        .map(|t| t.split('#').next().unwrap_or(t).to_owned())
+        .filter(|t| !t.contains("://"))
+        .map(|t| match t.split_once('#') {
+            Some((file, anchor)) => (file.to_owned(), Some(anchor.to_owned())),
+            None => (t.to_owned(), None),
+        })
+        .collect()
+}
+
+/// The anchors GitHub gives a Markdown page's headings: lower case, spaces
+/// to `-`, punctuation other than `-` and `_` dropped.
+fn anchors(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -111,16 +135,30 @@ fn links_of_the_readme_and_docs_point_at_files() {
     for page in &pages {
         let text = std::fs::read_to_string(page).unwrap();
         let dir = page.parent().unwrap();
-        for target in relative_links(&text) {
+        for (target, anchor) in relative_links(&text) {
             // docs/scaling-with-cores.md is written elsewhere in parallel.
             if target.ends_with("scaling-with-cores.md") {
                 continue;
             }
+            let file = if target.is_empty() {
+                page.clone()
+            } else {
+                Path::new(dir).join(&target)
+            };
             assert!(
-                Path::new(dir).join(&target).exists(),
+                file.exists(),
                 "{} links to {target}, which does not exist",
                 page.display()
             );
+            if let Some(anchor) = anchor {
+                let headings = anchors(&std::fs::read_to_string(&file).unwrap());
+                assert!(
+                    headings.contains(&anchor),
+                    "{} links to {target}#{anchor}, a heading {} does not have: {headings:?}",
+                    page.display(),
+                    file.display()
+                );
+            }
             checked += 1;
         }
     }

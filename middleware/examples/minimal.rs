@@ -11,7 +11,8 @@ async fn root(Extension(statsd): Extension<Statsd>) -> &'static str {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // STATSD_HOST, STATSD_PORT, STATSD_PREFIX, ... (see the README's table)
+    // STATSD_HOST, STATSD_PORT, STATSD_PREFIX, ...: see "Configuration" in
+    // tower-statsd's README.
     let statsd = Statsd::from_env()?;
     let app = Router::new()
         .route("/", get(root))

@@ -64,7 +64,7 @@ fn readme_first_screen_is_enough() {
         "Node.js 20",
         "Python 3.11",
         "root",
-        "The first `scripts/demo` takes about",
+        "The first `scripts/demo` takes",
         "scripts/demo ",
         "scripts/test ",
         "![",

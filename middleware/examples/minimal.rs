@@ -1,10 +1,5 @@
 //! A complete app with tower-statsd: one route, per-route metrics from the
 //! layer, a handler's own counter, graceful shutdown and a final flush.
-//!
-//! ```sh
-//! STATSD_HOST=127.0.0.1 STATSD_PREFIX=myapp cargo run -p tower-statsd --example minimal
-//! curl 'http://127.0.0.1:3000/?msg=hi'
-//! ```
 
 use axum::{routing::get, Extension, Router};
 use tower_statsd::prelude::*;
@@ -16,7 +11,8 @@ async fn root(Extension(statsd): Extension<Statsd>) -> &'static str {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // STATSD_HOST, STATSD_PORT, STATSD_PREFIX, ... (see the README's table)
+    // STATSD_HOST, STATSD_PORT, STATSD_PREFIX, ...: see "Configuration" in
+    // tower-statsd's README.
     let statsd = Statsd::from_env()?;
     let app = Router::new()
         .route("/", get(root))

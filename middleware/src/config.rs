@@ -17,9 +17,11 @@ pub const MIN_MAX_UDP_SIZE: usize = 64;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of values kept per timer and window before sampling, for
 /// a [`Server`] that reads sample rates on timers
-/// (`metrics-exporter-dogstatsd`'s reservoir size; see the README for the
-/// measurement behind it). Where the server misreads rates (collectd,
-/// netdata, the generic default) every value is sent.
+/// (`metrics-exporter-dogstatsd`'s reservoir size; the measurement behind it
+/// is in the repository's
+/// [docs/delivery.md](https://github.com/tower-statsd/tower-statsd/blob/main/docs/delivery.md#timers-above-the-cap)).
+/// Where the server misreads rates (collectd, netdata, the generic default)
+/// every value is sent.
 pub const DEFAULT_MAX_TIMER_SAMPLES: usize = 1_024;
 
 /// How packets reach the daemon.

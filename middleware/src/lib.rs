@@ -4,6 +4,19 @@
 //! load, and sent by one background flusher so a slow or missing daemon never
 //! slows a request.
 //!
+//! ```toml
+//! [dependencies]
+//! tower-statsd = "0.1"
+//! ```
+//!
+//! Until the crate is on crates.io, take it from its repository:
+//! `tower-statsd = { git = "https://github.com/tower-statsd/tower-statsd" }`.
+//!
+//! **Features.** `axum` (default): route names from axum 0.8's
+//! `MatchedPath`. Without it (`default-features = false`) the layer wraps any
+//! tower service just the same, without the axum dependency; see
+//! [Without axum](#without-axum).
+//!
 //! | metric | type | when |
 //! |---|---|---|
 //! | `{prefix}.{route}.called` | counter | every request |
@@ -18,10 +31,30 @@
 //! `/users/{id}/posts` → `users._id.posts`, `/{*rest}` → `_rest`, and
 //! [`UNMATCHED`] (`unmatched`) for the fallback, 404s and `nest_service`.
 //!
+//! # Configuration
+//!
+//! [`Statsd::from_env`] reads pystatsd's variables and a few more, each with
+//! a [`Statsd::builder`] method of the same meaning; a bad value is a
+//! [`ConfigError`] naming the variable and what it accepts. The
+//! [configuration table of the README][config] says more about each.
+//!
+//! | variable | default | builder method |
+//! |---|---|---|
+//! | `STATSD_HOST` | `localhost` (retried and re-resolved, so a daemon that is not up yet does not stop the app) | [`host`](StatsdBuilder::host) |
+//! | `STATSD_PORT` | `8125` | [`port`](StatsdBuilder::port) |
+//! | `STATSD_PREFIX` | none | [`prefix`](StatsdBuilder::prefix) |
+//! | `STATSD_MAXUDPSIZE` | `512` bytes a packet | [`max_packet_size`](StatsdBuilder::max_packet_size) |
+//! | `STATSD_IPV6` | `0` | [`ipv6`](StatsdBuilder::ipv6) |
+//! | `STATSD_FLUSH_MS` | `1000`, the aggregation window | [`flush_interval`](StatsdBuilder::flush_interval) |
+//! | `STATSD_MAX_TIMER_SAMPLES` | `1024` values per timer and window, then a sample with exact counts | [`max_timer_samples`](StatsdBuilder::max_timer_samples) |
+//! | `STATSD_PROTOCOL` | `plain`; or `etsy`, `dogstatsd` ([`Protocol`]) | [`protocol`](StatsdBuilder::protocol) |
+//! | `STATSD_TRANSPORT` | `udp`; or `tcp`, `unix` ([`Transport`]) | [`transport`](StatsdBuilder::transport) |
+//! | `STATSD_SOCKET` | the socket path for `unix` | [`transport`](StatsdBuilder::transport) |
+//! | `STATSD_NAMING` | `hierarchical`; or `tagged` ([`NamingMode`]) | [`naming`](StatsdBuilder::naming) |
+//!
 //! # Default: configured from the environment
 //!
-//! pystatsd's variables (`STATSD_HOST`, `STATSD_PORT`, `STATSD_PREFIX`,
-//! `STATSD_MAXUDPSIZE`, `STATSD_IPV6`), then one layer:
+//! The variables above, then one layer:
 //!
 //! ```
 //! use axum::{routing::get, Extension, Router};
@@ -74,6 +107,52 @@
 //! statsd.flush();
 //! # Ok::<(), tower_statsd::ConfigError>(())
 //! ```
+//!
+//! # Without axum
+//!
+//! [`StatsdLayer`] wraps any `tower::Service<http::Request<B>>` that answers
+//! `http::Response<_>`: a hyper or tonic server, a tower-http stack. Route
+//! names come from axum's `MatchedPath` only, so outside an axum router every
+//! request is counted and timed under [`UNMATCHED`] (`unmatched`):
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_statsd::Statsd;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let statsd = Statsd::builder().prefix("svc").build()?;
+//! let service = statsd.layer().layer(service_fn(|_: Request<String>| async {
+//!     Ok::<_, Infallible>(Response::new(String::from("hello")))
+//! }));
+//! let response = service.oneshot(Request::new(String::new())).await?;
+//! assert_eq!(response.status(), 200);
+//! // Recorded as svc.unmatched.called, svc.unmatched, svc.unmatched.status.200
+//! // once the body ends or is dropped.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # More in the repository
+//!
+//! The [README] walks through the [demo] (StatsD and Graphite on your
+//! machine), the [tutorial in Rust][tutorial], the [metrics] and the
+//! [configuration][config]; the deep material is in `docs/`:
+//! [delivery], [performance], [compatibility] with StatsD servers and wire
+//! dialects, [bad input and failures][hostile], [testing].
+//!
+//! [README]: https://github.com/tower-statsd/tower-statsd#readme
+//! [demo]: https://github.com/tower-statsd/tower-statsd#the-demo
+//! [tutorial]: https://github.com/tower-statsd/tower-statsd#the-tutorial-in-rust
+//! [metrics]: https://github.com/tower-statsd/tower-statsd#metrics
+//! [config]: https://github.com/tower-statsd/tower-statsd#configuration
+//! [delivery]: https://github.com/tower-statsd/tower-statsd/blob/main/docs/delivery.md
+//! [performance]: https://github.com/tower-statsd/tower-statsd/blob/main/docs/performance.md
+//! [compatibility]: https://github.com/tower-statsd/tower-statsd/blob/main/docs/compatibility.md
+//! [hostile]: https://github.com/tower-statsd/tower-statsd/blob/main/docs/hostile-input.md
+//! [testing]: https://github.com/tower-statsd/tower-statsd/blob/main/docs/testing.md
 
 mod body;
 mod client;

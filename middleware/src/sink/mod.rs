@@ -1,6 +1,7 @@
 //! Delivery: what was recorded in a window becomes packets of at most
 //! `max_packet_size` bytes on a transport. Nothing here knows of HTTP: the
-//! layer's per-route statistics are a [`Source`] like any other.
+//! layer's per-route statistics are one more source of lines the flusher
+//! drains, like the handlers' metrics.
 //!
 //! The data path, one concern per module:
 //!

@@ -86,8 +86,18 @@ impl StatsdLayer {
     }
 
     /// Hierarchical names (the default from the client's configuration) or
-    /// one tagged metric.
+    /// one tagged metric. Tags need a [`Server`](crate::Server) that reads
+    /// them; for one that does not (the generic default, collectd, netdata)
+    /// tagged names are sent anyway, with a warning logged here
+    /// (`STATSD_NAMING=tagged` is refused by the client's builder there).
     pub fn naming(mut self, mode: NamingMode) -> Self {
+        if mode == NamingMode::Tagged && !self.sink.server().reads_tags() {
+            tracing::warn!(
+                server = %self.sink.server(),
+                "tagged naming needs a server that reads tags (STATSD_SERVER=etsy, telegraf, \
+                 statsd_exporter, datadog, vector or gostatsd); its lines may be rejected"
+            );
+        }
         self.options.mode = mode;
         self.rebuild()
     }

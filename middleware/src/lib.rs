@@ -46,8 +46,9 @@
 //! | `STATSD_MAXUDPSIZE` | `512` bytes a packet | [`max_packet_size`](StatsdBuilder::max_packet_size) |
 //! | `STATSD_IPV6` | `0` | [`ipv6`](StatsdBuilder::ipv6) |
 //! | `STATSD_FLUSH_MS` | `1000`, the aggregation window | [`flush_interval`](StatsdBuilder::flush_interval) |
-//! | `STATSD_MAX_TIMER_SAMPLES` | `1024` values per timer and window, then a sample with exact counts | [`max_timer_samples`](StatsdBuilder::max_timer_samples) |
-//! | `STATSD_PROTOCOL` | `plain`; or `etsy`, `dogstatsd` ([`Protocol`]) | [`protocol`](StatsdBuilder::protocol) |
+//! | `STATSD_SERVER` | `generic`, right on every server; or `etsy`, `collectd`, `netdata`, `telegraf`, `statsd_exporter`, `datadog`, `vector`, `gostatsd` ([`Server`]: packing, timer sampling, what is kept) | [`server`](StatsdBuilder::server) |
+//! | `STATSD_MAX_TIMER_SAMPLES` | `1024` values per timer and window where the server reads sample rates, then a sample with exact counts; every value elsewhere | [`max_timer_samples`](StatsdBuilder::max_timer_samples) |
+//! | `STATSD_PROTOCOL` | the server's packing; or `plain`, `etsy`, `dogstatsd` ([`Protocol`]) | [`protocol`](StatsdBuilder::protocol) |
 //! | `STATSD_TRANSPORT` | `udp`; or `tcp`, `unix` ([`Transport`]) | [`transport`](StatsdBuilder::transport) |
 //! | `STATSD_SOCKET` | the socket path for `unix` | [`transport`](StatsdBuilder::transport) |
 //! | `STATSD_NAMING` | `hierarchical`; or `tagged` ([`NamingMode`]) | [`naming`](StatsdBuilder::naming) |

@@ -498,6 +498,33 @@ fn asking_for_a_size_distribution_a_server_cannot_keep_is_a_warning() {
 }
 
 #[test]
+fn tagged_naming_on_the_layer_for_a_server_without_tags_is_a_warning() {
+    let warning = "tagged naming needs a server that reads tags";
+    for (server, reads) in [
+        (Server::Generic, false),
+        (Server::Collectd, false),
+        (Server::Netdata, false),
+        (Server::Etsy, true),
+        (Server::Datadog, true),
+    ] {
+        for (mode, tagged) in [
+            (NamingMode::Tagged, true),
+            (NamingMode::Hierarchical, false),
+        ] {
+            let (_rx, spy) = SpyMetricSink::new();
+            let statsd = Statsd::builder().server(server).build_with(spy).unwrap();
+            let log = logged(|| drop(statsd.layer().naming(mode)));
+            let warned = tagged && !reads;
+            assert_eq!(log.contains(warning), warned, "{server}, {mode:?}: {log:?}");
+            if warned {
+                assert!(log.contains("WARN"), "{log:?}");
+                assert!(log.contains(&format!("server={server}")), "{log:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn at_start_one_line_names_the_server_the_packing_and_what_is_not_kept() {
     for (server, protocol, cap, not_kept) in [
         (None, Protocol::Plain, 0, "timers are never sampled"),

@@ -176,13 +176,15 @@ fn compatibility_doc_shows_the_measured_matrix() {
         .max()
         .expect("a *-matrix.md in scripts/bench/results");
     let run = std::fs::read_to_string(&newest).unwrap();
-    let doc = read("docs/compatibility.md");
+    // The quiet matrix in compatibility.md, the busy and saturation ones in
+    // server-profiles.md.
+    let doc = read("docs/compatibility.md") + &read("docs/server-profiles.md");
     let rows: Vec<&str> = run.lines().filter(|l| l.starts_with("| ")).collect();
     assert!(rows.len() > 2, "{} has no table", newest.display());
     for row in rows {
         assert!(
             doc.contains(row),
-            "docs/compatibility.md lacks this row of {}: {row}",
+            "docs/compatibility.md and docs/server-profiles.md lack this row of {}: {row}",
             newest.display()
         );
     }

@@ -378,8 +378,8 @@ impl StatsdBuilder {
         if self.naming == NamingMode::Tagged && !server.reads_tags() {
             return Err(ConfigError::ServerCannotRead(format!(
                 "STATSD_SERVER={server} does not read tags: use STATSD_NAMING=hierarchical, \
-                 or name a server that reads them (etsy, telegraf, statsd_exporter, datadog, \
-                 vector, gostatsd)"
+                 or name a server that reads them (etsy, statsd_exporter, datadog, vector, \
+                 gostatsd)"
             )));
         }
         Ok((server, protocol, cap))

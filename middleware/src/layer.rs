@@ -87,16 +87,17 @@ impl StatsdLayer {
 
     /// Hierarchical names (the default from the client's configuration) or
     /// one tagged metric. Tags need a [`Server`](crate::Server) that reads
-    /// them; for one that does not (the generic default, collectd, netdata)
-    /// tagged names are sent anyway, with a warning logged here
+    /// them; for one that does not (the generic default, collectd, netdata,
+    /// Telegraf) the names stay hierarchical and a warning is logged
     /// (`STATSD_NAMING=tagged` is refused by the client's builder there).
     pub fn naming(mut self, mode: NamingMode) -> Self {
         if mode == NamingMode::Tagged && !self.sink.server().reads_tags() {
             tracing::warn!(
                 server = %self.sink.server(),
-                "tagged naming needs a server that reads tags (STATSD_SERVER=etsy, telegraf, \
-                 statsd_exporter, datadog, vector or gostatsd); its lines may be rejected"
+                "tagged naming needs a server that reads tags (STATSD_SERVER=etsy, \
+                 statsd_exporter, datadog, vector or gostatsd); names stay hierarchical"
             );
+            return self;
         }
         self.options.mode = mode;
         self.rebuild()

@@ -524,6 +524,34 @@ fn tagged_naming_on_the_layer_for_a_server_without_tags_is_a_warning() {
     }
 }
 
+#[tokio::test]
+async fn tagged_naming_on_the_layer_for_a_server_without_tags_stays_hierarchical() {
+    for (server, tagged) in [(Server::Generic, false), (Server::Etsy, true)] {
+        let (rx, spy) = SpyMetricSink::new();
+        let statsd = Statsd::builder()
+            .prefix("app")
+            .server(server)
+            .flush_interval(Duration::from_secs(3600))
+            .build_with(spy)
+            .unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(statsd.layer().naming(NamingMode::Tagged));
+        let request = Request::get("/").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        assert!(statsd.flush());
+        let lines = received_lines(&rx);
+        let has = |line: &str| lines.iter().any(|l| l == line);
+        assert_eq!(has("app.root.called:1|c"), !tagged, "{server}: {lines:?}");
+        assert_eq!(
+            has("app.http.requests:1|c|#route:root,method:GET,status:200"),
+            tagged,
+            "{server}: {lines:?}"
+        );
+    }
+}
+
 #[test]
 fn at_start_one_line_names_the_server_the_packing_and_what_is_not_kept() {
     for (server, protocol, cap, not_kept) in [

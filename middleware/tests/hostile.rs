@@ -750,7 +750,16 @@ fn keyed_hashing_sends_no_raw_user_id_at_all() {
 #[test]
 fn tagged_mode_tags_carry_nothing_a_client_wrote() {
     let rt = runtime();
-    let (statsd, rx) = spy_statsd("statstest");
+    // A server that reads tags (for one that does not, names stay
+    // hierarchical).
+    let (rx, spy) = cadence::SpyMetricSink::new();
+    let statsd = tower_statsd::Statsd::builder()
+        .prefix("statstest")
+        .server(tower_statsd::Server::Etsy)
+        .protocol(tower_statsd::Protocol::Plain)
+        .flush_interval(std::time::Duration::from_secs(3600))
+        .build_with(spy)
+        .expect("build");
     let app = Router::new()
         .route("/", get(|| async { "root" }))
         .route("/users/{id}/posts", get(|| async { "posts" }))

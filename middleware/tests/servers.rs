@@ -39,6 +39,12 @@ fn lines(server: Server) -> Vec<String> {
         .with_tag("env", "prod")
         .try_send()
         .unwrap();
+    // A value the handler sampled itself, at 1 in 4.
+    statsd
+        .time_with_tags("rt", 7)
+        .with_sampling_rate(0.25)
+        .try_send()
+        .unwrap();
     assert!(statsd.flush());
     rx.try_iter()
         .flat_map(|p| {
@@ -58,15 +64,21 @@ fn sorted(server: Server) -> Vec<String> {
     lines
 }
 
-/// 65 unrated values, one a line.
+/// 65 unrated values, one a line, and the handler's value sampled at 1 in
+/// 4 as the 4 events it stands for.
 fn every_value() -> Vec<String> {
-    vec!["app.db:5|ms".to_owned(); 65]
+    let mut lines = vec!["app.db:5|ms".to_owned(); 65];
+    lines.extend(vec!["app.rt:7|ms".to_owned(); 4]);
+    lines
 }
+
+/// The handler's sampled value, as sent to a server that reads rates.
+const RATED: &str = "app.rt:7|ms|@0.25";
 
 /// A sample of 64 standing for 65: one value weighs 2 (`|@0.5`), 63 weigh
 /// 1; one a line.
 fn sample_a_line() -> Vec<String> {
-    let mut lines = vec!["app.db:5|ms|@0.5".to_owned()];
+    let mut lines = vec!["app.db:5|ms|@0.5".to_owned(), RATED.to_owned()];
     lines.extend(vec!["app.db:5|ms".to_owned(); 63]);
     lines
 }
@@ -82,6 +94,8 @@ const TAGGED: [&str; 3] = ["app.hits:1|c|#env:prod", "app.jobs:6|c", "app.users:
 
 #[test]
 fn servers_that_misread_rates_get_every_timer_value_unrated_and_no_tags() {
+    // No line carries a rate: a value the handler sampled is repeated
+    // `1/rate` times instead, as statsd_exporter and Telegraf count it.
     // Generic: only `name:value|type`, the grammar every server shares.
     // collectd (src/statsd.c `statsd_handle_line`: `name:value|type[|@rate]`,
     // one value; a rate would divide a timer's value) and netdata (its
@@ -98,15 +112,11 @@ fn etsy_statsd_and_telegraf_get_multi_value_lines_with_rates() {
     // split on `:`, each `value|type[|@rate]`; `|#k:v` becomes the tagged
     // key `name;k=v`). Telegraf (statsd.go `parseStatsdLine`: the same
     // split; `|@rate` repeats a timer value `int(1/rate)` times; DogStatsD
-    // tags with `datadog_extensions`).
+    // tags only with `datadog_extensions`, off by default: sent without).
     let multi = format!("app.db:5|ms|@0.5{}", ":5|ms".repeat(63));
-    for server in [Server::Etsy, Server::Telegraf] {
-        assert_eq!(
-            sorted(server),
-            with(vec![multi.clone()], &TAGGED),
-            "{server}"
-        );
-    }
+    let timers = vec![multi, RATED.to_owned()];
+    assert_eq!(sorted(Server::Etsy), with(timers.clone(), &TAGGED));
+    assert_eq!(sorted(Server::Telegraf), with(timers, &UNTAGGED));
 }
 
 #[test]
@@ -117,7 +127,10 @@ fn the_datadog_agent_gets_dogstatsd_1_1_lines() {
     let unrated = format!("app.db{}|ms", ":5".repeat(63));
     assert_eq!(
         sorted(Server::Datadog),
-        with(vec!["app.db:5|ms|@0.5".to_owned(), unrated], &TAGGED)
+        with(
+            vec!["app.db:5|ms|@0.5".to_owned(), unrated, RATED.to_owned()],
+            &TAGGED
+        )
     );
 }
 
@@ -141,12 +154,16 @@ fn the_count_each_server_computes_is_the_number_of_values() {
         .split(' ')
         .map(|s| s.parse::<Server>().unwrap())
     {
-        let count: u64 = lines(server)
-            .iter()
-            .filter(|l| l.starts_with("app.db:"))
-            .map(|l| weight(&l["app.db:".len()..]))
-            .sum();
-        assert_eq!(count, 65, "{server}");
+        let lines = lines(server);
+        let count = |name: &str| -> u64 {
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(name))
+                .map(weight)
+                .sum()
+        };
+        assert_eq!(count("app.db:"), 65, "{server}");
+        assert_eq!(count("app.rt:"), 4, "{server}");
     }
 }
 

@@ -491,3 +491,57 @@ fn netdata_keeps_only_the_first_decrement_of_a_counter() {
     println!("netdata 1.37, `k:-1|c` in two windows 2 s apart: chart total {got:?}");
     assert_eq!(got, Some(-1.0));
 }
+
+// ---------------------------------------------------------------- `|@rate` on a timer
+
+/// Why the default profile never puts a rate on a timer: collectd divides
+/// the value by it and counts one event; netdata counts one event. Pinned
+/// on the real daemons with one raw line, `rate.k:12|ms|@0.25`: Etsy StatsD
+/// (and statsd_exporter, Telegraf, Vector, DogStatsD) would count 4 events
+/// of 12 ms.
+#[test]
+fn collectd_and_netdata_misread_a_rate_on_a_timer() {
+    let send = |port: u16| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .send_to(b"rate.k:12|ms|@0.25", ("127.0.0.1", port))
+            .unwrap();
+    };
+
+    let collectd = Collectd::start();
+    send(collectd.port);
+    let (count, average_ms) = poll("collectd holds the timer", Duration::from_secs(30), || {
+        let sum = |name: &str| -> f64 {
+            let values = collectd.csv(name).unwrap_or_default();
+            values.iter().filter(|v| v.is_finite()).sum()
+        };
+        let count = sum("gauge-rate.k-count");
+        // Seconds, in the one interval that holds the value.
+        let average = sum("latency-rate.k-average") * 1000.0;
+        (count > 0.0 && average > 0.0)
+            .then_some((count, average))
+            .ok_or(format!("count {count}, average {average}"))
+    });
+    println!("collectd, `rate.k:12|ms|@0.25`: count {count}, average {average_ms} ms");
+    assert_eq!((count, average_ms.round()), (1.0, 48.0));
+
+    let netdata = Netdata::start();
+    send(netdata.port);
+    let chart = "statsd_rate.k_timer";
+    let (events, average) = poll("netdata holds the timer", Duration::from_secs(30), || {
+        let events = netdata
+            .chart_sums(chart)
+            .and_then(|(_, sums)| sums.get("events").copied())
+            .map_or(0.0, round);
+        let average = netdata
+            .chart_values(chart, "average")
+            .into_iter()
+            .reduce(f64::max)
+            .unwrap_or(0.0);
+        (events > 0.0 && average > 0.0)
+            .then_some((events, average))
+            .ok_or(format!("events {events}, average {average}"))
+    });
+    println!("netdata, `rate.k:12|ms|@0.25`: events {events}, average {average} ms");
+    assert_eq!((events, average), (1.0, 12.0));
+}

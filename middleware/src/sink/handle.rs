@@ -19,8 +19,18 @@ use super::flusher::{Control, Core, Flusher};
 use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
-use super::{Metric, Mismatch, Protocol, Server, Source};
+use super::{Metric, Mismatch, Protocol, Server, Source, Value};
 use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE};
+
+/// Most copies of one sampled handler timer value sent, unrated, to a
+/// server that misreads rates (a rate below 1/1 000 counts as 1/1 000).
+const MAX_UNRATED_COPIES: f64 = 1_000.0;
+
+/// How many events a timer value sampled at `rate` (in `(0, 1]`) stands
+/// for, as statsd_exporter and Telegraf count it: `1/rate`, here rounded.
+fn unrated_copies(rate: f64) -> u32 {
+    (1.0 / rate).round().clamp(1.0, MAX_UNRATED_COPIES) as u32
+}
 
 /// How long [`AggregatingSink::flush`] and dropping the last handle wait for
 /// the flusher.
@@ -180,11 +190,12 @@ impl AggregatingSink {
             .len()
     }
 
-    /// Values kept per timer and window before sampling; 0 = no cap.
+    /// The server profile packets are written for.
     pub(crate) fn server(&self) -> Server {
         self.handle.server
     }
 
+    /// Values kept per timer and window before sampling; 0 = no cap.
     pub(crate) fn timer_cap(&self) -> usize {
         self.handle.timer_cap
     }
@@ -230,15 +241,31 @@ impl MetricSink for AggregatingSink {
                 "tower-statsd window is full and the flusher is behind; metric dropped",
             ));
         }
-        // A server that does not read tags gets the metric without them
-        // (summed with its untagged twin) rather than a line it rejects.
-        let keep_tags = handle.server.reads_tags();
+        // What the server cannot read is made into what it can: no tags
+        // (the metric is merged with its untagged twin) rather than a line
+        // it rejects, and a timer value the handler sampled itself repeated
+        // `1/rate` times, unrated, rather than a rate it misreads.
+        let (keep_tags, keep_rates) = (
+            handle.server.reads_tags(),
+            handle.server.reads_timer_rates(),
+        );
         let parsed = line::parse_each(metric, &mut |m| {
-            lines.add(if keep_tags {
+            let m = if keep_tags {
                 m
             } else {
                 Metric { tags: "", ..m }
-            })
+            };
+            match m.value {
+                Value::Timer { ms, rate } if !keep_rates && rate != 1.0 => {
+                    for _ in 0..unrated_copies(rate) {
+                        lines.add(Metric {
+                            value: Value::Timer { ms, rate: 1.0 },
+                            ..m
+                        });
+                    }
+                }
+                _ => lines.add(m),
+            }
         });
         let full = lines.len() >= handle.max_buffered_values && held < handle.max_buffered_values;
         drop(lines);

@@ -33,6 +33,8 @@ use super::{Metric, Protocol, Value};
 /// bytes with about 170 000 values), so a steady load allocates none. Only
 /// what a window has needed is held.
 const MAX_FREE_BYTES: usize = 4 << 20;
+/// And at most this many, whatever their size.
+const MAX_FREE_BUFFERS: usize = 16_384;
 
 /// What the packet writer did, shared with the [`AggregatingSink`](super::AggregatingSink)
 /// handles so an application can read it.
@@ -78,9 +80,10 @@ pub(crate) struct PacketWriter {
     /// The packet being filled in the other lane.
     other: String,
     lane: Lane,
+    /// Finished packets of [`Lane::First`]: they leave before `outbox`'s.
+    first: VecDeque<String>,
+    /// Finished packets of [`Lane::Bulk`].
     outbox: VecDeque<String>,
-    /// Packets of [`Lane::First`] at the front of the outbox.
-    first: usize,
     /// Buffers of sent packets, cleared, for the next ones: a window's
     /// packets reuse the memory of the last window's.
     free: Vec<String>,
@@ -97,7 +100,7 @@ pub(crate) struct PacketWriter {
 impl std::fmt::Debug for PacketWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketWriter")
-            .field("buffered", &self.buf.len())
+            .field("buffered", &(self.buf.len() + self.other.len()))
             .field("max_packet_size", &self.max_packet_size)
             .finish_non_exhaustive()
     }
@@ -115,10 +118,10 @@ impl PacketWriter {
             buf: String::with_capacity(max_packet_size),
             other: String::with_capacity(max_packet_size),
             lane: Lane::First,
+            first: VecDeque::new(),
             outbox: VecDeque::new(),
-            first: 0,
             free: Vec::new(),
-            max_free: MAX_FREE_BYTES / max_packet_size,
+            max_free: (MAX_FREE_BYTES / max_packet_size).min(MAX_FREE_BUFFERS),
             scratch: String::new(),
             max_packet_size,
             protocol: Protocol::default(),
@@ -325,33 +328,32 @@ impl PacketWriter {
     /// Closes the (possibly short) packets being filled; they wait in the
     /// outbox with the others.
     pub(crate) fn seal(&mut self) {
-        self.send_buffered();
-        self.switch(match self.lane {
-            Lane::First => Lane::Bulk,
-            Lane::Bulk => Lane::First,
-        });
-        self.send_buffered();
+        for lane in [Lane::Bulk, Lane::First] {
+            self.switch(lane);
+            self.send_buffered();
+        }
     }
 
-    /// Sends at most `max` packets from the outbox; returns how many remain.
+    /// Sends at most `max` packets, counts before timer values; returns how
+    /// many remain.
     pub(crate) fn send_pending(&mut self, max: usize) -> usize {
         for _ in 0..max {
-            let Some(mut packet) = self.outbox.pop_front() else {
+            let Some(mut packet) = self.first.pop_front().or_else(|| self.outbox.pop_front())
+            else {
                 break;
             };
-            self.first = self.first.saturating_sub(1);
             self.emit(&packet);
             if self.free.len() < self.max_free && packet.capacity() <= self.max_packet_size {
                 packet.clear();
                 self.free.push(packet);
             }
         }
-        self.outbox.len()
+        self.pending()
     }
 
-    /// Packets waiting in the outbox.
+    /// Packets waiting to be sent.
     pub(crate) fn pending(&self) -> usize {
-        self.outbox.len()
+        self.first.len() + self.outbox.len()
     }
 
     /// Sends everything: what is buffered, and the whole outbox, now.
@@ -375,14 +377,10 @@ impl PacketWriter {
         self.queue(line);
     }
 
-    /// Into the outbox: behind the other packets of its lane, and a packet
-    /// of the first lane ahead of every timer value.
+    /// Into the outbox of the packet's lane.
     fn queue(&mut self, packet: String) {
         match self.lane {
-            Lane::First => {
-                self.outbox.insert(self.first, packet);
-                self.first += 1;
-            }
+            Lane::First => self.first.push_back(packet),
             Lane::Bulk => self.outbox.push_back(packet),
         }
     }
@@ -966,7 +964,11 @@ mod tests {
         assert_eq!(packets(&rx), ["b:1|c", "b:1|c", "oversized:1|c"]);
         assert_eq!(w.free.len(), 5);
         // At most `MAX_FREE_BYTES` of them are kept.
-        assert_eq!(w.max_free, (4 << 20) / 8);
+        assert_eq!(
+            w.max_free, 16_384,
+            "(4 << 20) / 8 buffers of 8 bytes, capped"
+        );
+        assert_eq!(writer(512).1.max_free, (4 << 20) / 512);
         for _ in 0..w.max_free + 10 {
             w.push_entry("c:1|c");
         }
@@ -982,6 +984,16 @@ mod tests {
         assert_eq!(
             format!("{w:?}"),
             "PacketWriter { buffered: 5, max_packet_size: 20, .. }"
+        );
+        // Both lanes' open packets.
+        w.push_metric(&Metric {
+            name: "t",
+            tags: "",
+            value: Value::Timer { ms: 1.0, rate: 1.0 },
+        });
+        assert_eq!(
+            format!("{w:?}"),
+            "PacketWriter { buffered: 11, max_packet_size: 20, .. }"
         );
     }
 

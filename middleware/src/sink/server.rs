@@ -4,9 +4,9 @@
 //! Servers read the same line differently. The one difference that changes
 //! numbers without a word is `|@rate` on a timer value, which a sampled
 //! timer needs: Etsy StatsD scales the count by it and keeps the value,
-//! statsd_exporter, Telegraf, Vector and DogStatsD repeat the value
+//! statsd_exporter, Telegraf, Vector, DogStatsD and gostatsd weigh the value
 //! `1 / rate` times, but collectd divides the *value* by the rate and
-//! netdata ignores it. A profile therefore decides, per server: how values
+//! netdata does not count it. A profile therefore decides, per server: how values
 //! are packed ([`Protocol`]), whether a timer may be sampled (values sent
 //! with a rate), and what the server keeps of tags, distributions, sets and
 //! fractions of a millisecond. Every decision cites the server's parser or
@@ -26,7 +26,7 @@ use super::Protocol;
 /// | [`Etsy`](Server::Etsy) (also graphite-statsd) | etsy | sampled, `\|@rate` | yes (0.9: as Graphite tags) | no | yes | kept |
 /// | [`Collectd`](Server::Collectd) | plain | every value sent, no rate | no | no | yes | **cut to whole ms** |
 /// | [`Netdata`](Server::Netdata) | plain | every value sent, no rate | no | no | yes | kept |
-/// | [`Telegraf`](Server::Telegraf) | etsy | sampled, `\|@rate` | yes | no | yes | kept |
+/// | [`Telegraf`](Server::Telegraf) | etsy | sampled, `\|@rate` | no (only with `datadog_extensions`) | no | yes | kept |
 /// | [`StatsdExporter`](Server::StatsdExporter) | plain | sampled, `\|@rate` | yes | yes | **no sets** | kept |
 /// | [`Datadog`](Server::Datadog) | dogstatsd | sampled, `\|@rate` | yes | yes | yes | kept |
 /// | [`Vector`](Server::Vector) | plain | sampled, `\|@rate` | yes | yes | yes | kept |
@@ -152,8 +152,10 @@ impl Server {
             | Server::Gostatsd => true,
             // collectd divides the value by the rate and does not scale
             // the count (src/statsd.c; collectd issue #1935, "working as
-            // intended"); netdata does not scale a timer's event count
-            // (netdata issue #3630). An unknown server may be either.
+            // intended"); netdata does not scale a timer's event count by
+            // it (its older versions multiplied the value instead, netdata
+            // issue #3630). Both pinned against the real daemons by
+            // `tests/tests/matrix.rs`. An unknown server may be either.
             Server::Generic | Server::Collectd | Server::Netdata => false,
         }
     }
@@ -165,15 +167,15 @@ impl Server {
             // collectd has no tags in its grammar (src/statsd.c); netdata
             // reads `|#` as its own chart options (units, family, name),
             // not as dimensions; older Etsy StatsD answered "Bad line"
-            // (hot-shots issue #85), so an unknown server may too.
-            Server::Generic | Server::Collectd | Server::Netdata => false,
+            // (hot-shots issue #85), so an unknown server may too; Telegraf
+            // reads them only with `datadog_extensions = true`, off by
+            // default (without it the line is split on `:` and dropped).
+            Server::Generic | Server::Collectd | Server::Netdata | Server::Telegraf => false,
             // Etsy StatsD 0.9 turns `|#k:v` into the Graphite tagged key
             // `name;k=v` (lib/helpers.js; tests/tests/tagged.rs reads them
-            // back from the real daemon); Telegraf (`datadog_extensions =
-            // true`), statsd_exporter (DogStatsD, InfluxDB and Librato
-            // tags), the agent, Vector, gostatsd.
+            // back from the real daemon); statsd_exporter (DogStatsD,
+            // InfluxDB and Librato tags), the agent, Vector, gostatsd.
             Server::Etsy
-            | Server::Telegraf
             | Server::StatsdExporter
             | Server::Datadog
             | Server::Vector
@@ -235,7 +237,10 @@ impl Server {
             losses.push("sets (unique users) are not kept");
         }
         if !self.reads_tags() {
-            losses.push("tags are not read (use hierarchical naming)");
+            losses.push(
+                "tags are not read: a handler's tagged series of one name are sent merged, \
+                 without tags (use hierarchical naming)",
+            );
         }
         losses
     }
@@ -324,80 +329,17 @@ mod tests {
     #[test]
     fn every_profile_decision() {
         // (server, packing, rates, tags, distributions, sets, fractions)
+        #[rustfmt::skip]
         let table = [
-            (
-                Server::Generic,
-                Protocol::Plain,
-                false,
-                false,
-                false,
-                true,
-                true,
-            ),
+            (Server::Generic, Protocol::Plain, false, false, false, true, true),
             (Server::Etsy, Protocol::Etsy, true, true, false, true, true),
-            (
-                Server::Collectd,
-                Protocol::Plain,
-                false,
-                false,
-                false,
-                true,
-                false,
-            ),
-            (
-                Server::Netdata,
-                Protocol::Plain,
-                false,
-                false,
-                false,
-                true,
-                true,
-            ),
-            (
-                Server::Telegraf,
-                Protocol::Etsy,
-                true,
-                true,
-                false,
-                true,
-                true,
-            ),
-            (
-                Server::StatsdExporter,
-                Protocol::Plain,
-                true,
-                true,
-                true,
-                false,
-                true,
-            ),
-            (
-                Server::Datadog,
-                Protocol::DogStatsd,
-                true,
-                true,
-                true,
-                true,
-                true,
-            ),
-            (
-                Server::Vector,
-                Protocol::Plain,
-                true,
-                true,
-                true,
-                true,
-                true,
-            ),
-            (
-                Server::Gostatsd,
-                Protocol::Plain,
-                true,
-                true,
-                false,
-                true,
-                true,
-            ),
+            (Server::Collectd, Protocol::Plain, false, false, false, true, false),
+            (Server::Netdata, Protocol::Plain, false, false, false, true, true),
+            (Server::Telegraf, Protocol::Etsy, true, false, false, true, true),
+            (Server::StatsdExporter, Protocol::Plain, true, true, true, false, true),
+            (Server::Datadog, Protocol::DogStatsd, true, true, true, true, true),
+            (Server::Vector, Protocol::Plain, true, true, true, true, true),
+            (Server::Gostatsd, Protocol::Plain, true, true, false, true, true),
         ];
         assert_eq!(table.map(|row| row.0), SERVERS);
         for (server, packing, rates, tags, dists, sets, fractions) in table {
@@ -512,7 +454,7 @@ mod tests {
         let sample = "above the timer cap a sample is sent with `|@rate`: counts stay exact, statistics are the sample's";
         let whole = "timer values are kept as whole milliseconds (under 1 ms: 0, not counted)";
         let sets = "sets (unique users) are not kept";
-        let tags = "tags are not read (use hierarchical naming)";
+        let tags = "tags are not read: a handler's tagged series of one name are sent merged, without tags (use hierarchical naming)";
         assert_eq!(Server::Generic.losses(0), [rates, tags]);
         assert_eq!(Server::Collectd.losses(0), [rates, whole, tags]);
         assert_eq!(Server::Etsy.losses(1_024), [sample]);

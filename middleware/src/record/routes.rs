@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::anchor::{self, Anchors};
 use super::stats::{Merged, RouteStats};
 use crate::naming::Naming;
 use crate::sink::{Control, PacketWriter, Source};
@@ -19,6 +20,8 @@ pub(crate) struct Routes {
     by_template: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
     /// The flusher's scratch, kept between windows.
     merged: Mutex<Merged>,
+    /// The anchors of the services made by the layer, while any holds one.
+    services: Mutex<Vec<Anchors>>,
 }
 
 impl Routes {
@@ -34,7 +37,33 @@ impl Routes {
             control,
             by_template: RwLock::default(),
             merged: Mutex::default(),
+            services: Mutex::default(),
         }
+    }
+
+    /// Holds the anchors of a new service until no service holds any.
+    pub(crate) fn keep(&self, anchors: Anchors) {
+        self.services().push(anchors);
+    }
+
+    /// Takes out the anchors no service holds any more, for the caller to
+    /// drop once the lock is released.
+    pub(crate) fn take_unused(&self) -> Vec<Anchors> {
+        let mut services = self.services();
+        let mut unused = Vec::new();
+        let mut i = 0;
+        while i < services.len() {
+            if anchor::unused(&services[i]) {
+                unused.push(services.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        unused
+    }
+
+    fn services(&self) -> std::sync::MutexGuard<'_, Vec<Anchors>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The stats of the route matching `template`, or of the unmatched
@@ -92,8 +121,11 @@ impl Source for Routes {
     }
 
     fn in_use(&self) -> bool {
-        // `all()` holds one more reference to each; a recorder one more still.
-        self.all().iter().any(|stats| Arc::strong_count(stats) > 2)
+        self.all().iter().any(|stats| stats.in_use())
+    }
+
+    fn release_unused(&self) {
+        drop(self.take_unused());
     }
 }
 

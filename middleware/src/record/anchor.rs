@@ -1,0 +1,164 @@
+//! How a service reaches what its layer shares without writing a cache
+//! line that other cores write.
+//!
+//! axum clones a route's service for every request (`Route::oneshot_inner`)
+//! and drops the clone once it has been called. Were the service's state an
+//! `Arc`, each request would add to and take from one reference count, a
+//! line that bounces between all the cores serving the route. So a service
+//! holds one of several *anchors* of its state, one per shard: a clone
+//! takes the anchor of its own thread's shard, whose count only the threads
+//! on that shard write, and the state itself is only read.
+//!
+//! The anchors have to live as long as any service holds one, and every
+//! service must reach all of them, so the layer's [`Routes`](super::Routes) hold them
+//! (`Routes` → anchors → state → `Shared` → `Routes`, a cycle) and let them
+//! go once no service holds any: when the service the layer made is
+//! dropped (axum drops them with the router), and at every drain of the
+//! flusher (a clone that outlived it).
+
+use std::fmt;
+use std::sync::{Arc, OnceLock, Weak};
+
+use crossbeam_utils::CachePadded;
+
+use super::stats::{shard_count, shard_of_this_thread, RouteStats, ShardRef};
+use super::Shared;
+
+/// What every clone of one service made by the layer reads.
+#[derive(Debug)]
+pub(crate) struct ServiceState {
+    pub(crate) shared: Arc<Shared>,
+    /// The stats of the route this service wraps. axum's `Router::layer`
+    /// makes one service per route (clones share this), so the first
+    /// request's template is almost always every request's template; a
+    /// different one falls back to the layer's map.
+    route: OnceLock<(Option<Box<str>>, Arc<RouteStats>)>,
+    /// One per shard; held by the layer's [`Routes`](super::Routes).
+    anchors: OnceLock<Box<[Weak<CachePadded<Anchor>>]>>,
+}
+
+/// One shard's way to a service's state. Aligned to 128 bytes, so the
+/// pointer to the state, read by every core, is not on the line of the
+/// reference count, written by this shard's threads.
+pub(crate) struct Anchor {
+    state: Arc<CachePadded<ServiceState>>,
+}
+
+impl fmt::Debug for Anchor {
+    /// Not the state: it leads back to the [`Routes`](super::Routes) holding this.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Anchor").finish_non_exhaustive()
+    }
+}
+
+/// The anchors of one service, one per shard, as [`Routes`](super::Routes) holds them.
+pub(crate) type Anchors = Box<[Arc<CachePadded<Anchor>>]>;
+
+/// Whether no service holds any of these anchors any more.
+pub(super) fn unused(anchors: &Anchors) -> bool {
+    anchors.iter().all(|anchor| Arc::strong_count(anchor) == 1)
+}
+
+/// A service's hold on its state: an anchor of this thread's shard.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// `None` only while it is dropped.
+    anchor: Option<Arc<CachePadded<Anchor>>>,
+    /// Made by the layer, not cloned: dropping it (with the router) lets go
+    /// of the anchors nobody holds any more, now rather than at the next
+    /// drain, so that the sink's last handle can go with it.
+    made_by_layer: bool,
+}
+
+impl Held {
+    /// The state of a new service of the layer that shares `shared`.
+    pub(crate) fn new(shared: Arc<Shared>) -> Held {
+        let routes = shared.routes.clone();
+        let state = Arc::new(CachePadded::new(ServiceState {
+            shared,
+            route: OnceLock::new(),
+            anchors: OnceLock::new(),
+        }));
+        let anchors: Anchors = (0..shard_count())
+            .map(|_| {
+                Arc::new(CachePadded::new(Anchor {
+                    state: state.clone(),
+                }))
+            })
+            .collect();
+        let _ = state
+            .anchors
+            .set(anchors.iter().map(Arc::downgrade).collect());
+        let anchor = here(&anchors).clone();
+        routes.keep(anchors);
+        Held {
+            anchor: Some(anchor),
+            made_by_layer: true,
+        }
+    }
+
+    fn anchor(&self) -> &Arc<CachePadded<Anchor>> {
+        self.anchor.as_ref().expect("taken only by drop")
+    }
+
+    /// What the service reads.
+    pub(crate) fn state(&self) -> &ServiceState {
+        &self.anchor().state
+    }
+}
+
+/// The element of `shards` (one per shard) for this thread.
+fn here<T>(shards: &[T]) -> &T {
+    &shards[shard_of_this_thread() & (shards.len() - 1)]
+}
+
+impl Clone for Held {
+    /// This thread's shard's anchor. Its own anchor if the others are gone:
+    /// the flusher let them go while no service seemed to hold any, which
+    /// a clone of a clone made on another core at that very moment can
+    /// hide; it then still works, through one shared count.
+    fn clone(&self) -> Self {
+        let anchor = self.anchor();
+        let mine = anchor
+            .state
+            .anchors
+            .get()
+            .and_then(|anchors| here(anchors).upgrade())
+            .unwrap_or_else(|| anchor.clone());
+        Held {
+            anchor: Some(mine),
+            made_by_layer: false,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.made_by_layer {
+            return;
+        }
+        if let Some(anchor) = self.anchor.take() {
+            let routes = anchor.state.shared.routes.clone();
+            drop(anchor);
+            // Dropped here, out of the lock: the last `Shared` may go with
+            // them, and with it the sink's last handle, which flushes.
+            drop(routes.take_unused());
+        }
+    }
+}
+
+impl ServiceState {
+    /// The shard of the route of `template` (`None`: unmatched) this
+    /// request is recorded in, entered on this thread.
+    pub(crate) fn enter(&self, template: Option<&str>) -> ShardRef {
+        if let Some((cached, stats)) = self.route.get() {
+            if cached.as_deref() == template {
+                return stats.enter();
+            }
+        }
+        let stats = self.shared.routes.get(template);
+        let shard = stats.enter();
+        let _ = self.route.set((template.map(Into::into), stats));
+        shard
+    }
+}

@@ -109,7 +109,7 @@ impl Held {
 
 /// The element of `shards` (one per shard) for this thread.
 fn here<T>(shards: &[T]) -> &T {
-    &shards[shard_of_this_thread() & (shards.len() - 1)]
+    &shards[shard_of_this_thread()]
 }
 
 impl Clone for Held {
@@ -160,5 +160,118 @@ impl ServiceState {
         let shard = stats.enter();
         let _ = self.route.set((template.map(Into::into), stats));
         shard
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Barrier};
+    use std::time::Duration;
+
+    use cadence::NopMetricSink;
+
+    use super::*;
+    use crate::naming::{Naming, NamingMode};
+    use crate::record::Routes;
+    use crate::Statsd;
+
+    fn statsd() -> Statsd {
+        Statsd::builder()
+            .flush_interval(Duration::from_secs(3600))
+            .build_with(NopMetricSink)
+            .unwrap()
+    }
+
+    /// What a layer shares, its routes drained by `statsd`'s flusher.
+    fn shared(statsd: &Statsd) -> Arc<Shared> {
+        let sink = statsd.sink().clone();
+        let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
+        let routes = Arc::new(Routes::new(naming, 0, sink.control().clone()));
+        sink.register(routes.clone());
+        Arc::new(Shared {
+            routes,
+            user: None,
+            _sink: sink,
+        })
+    }
+
+    fn at(held: &Held) -> usize {
+        Arc::as_ptr(held.anchor()) as usize
+    }
+
+    #[test]
+    fn clones_hold_their_own_threads_anchor_and_the_layer_lets_go_when_none_is_held() {
+        let statsd = statsd();
+        let shared = shared(&statsd);
+        let routes = shared.routes.clone();
+        let held = Held::new(shared);
+        let group: Vec<usize> = routes.services()[0]
+            .iter()
+            .map(|anchor| Arc::as_ptr(anchor) as usize)
+            .collect();
+        assert_eq!(group.len(), shard_count());
+        assert!(group.contains(&at(&held)));
+
+        // A clone on each of twice as many threads as shards, all alive at
+        // once, each thread taking its shard after the one before.
+        let threads = 2 * shard_count();
+        let alive = Barrier::new(threads + 1);
+        let mut clones = Vec::new();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (tx, rx) = mpsc::channel();
+                let (held, alive) = (&held, &alive);
+                scope.spawn(move || {
+                    let clone = held.clone();
+                    tx.send(at(&clone)).unwrap();
+                    alive.wait();
+                });
+                clones.push(rx.recv().unwrap());
+            }
+            assert!(routes.take_unused().is_empty(), "held by services");
+            alive.wait();
+        });
+        assert!(clones.iter().all(|at| group.contains(at)), "{clones:?}");
+        clones.sort_unstable();
+        clones.dedup();
+        if shard_count() > 1 {
+            assert!(clones.len() > 1, "one anchor for every thread: {clones:?}");
+        }
+
+        assert!(routes.take_unused().is_empty(), "the layer's own service");
+        drop(held);
+        assert!(routes.services().is_empty(), "let go with the last service");
+    }
+
+    #[test]
+    fn a_clone_that_outlives_the_layers_service_is_let_go_by_the_flusher() {
+        let statsd = statsd();
+        let shared = shared(&statsd);
+        let routes = shared.routes.clone();
+        let held = Held::new(shared);
+        let clone = held.clone();
+        drop(held);
+        assert_eq!(routes.services().len(), 1, "the clone holds its anchors");
+        drop(clone);
+        assert_eq!(routes.services().len(), 1, "until a drain");
+        assert!(statsd.flush());
+        assert!(routes.services().is_empty());
+        drop(routes);
+        assert!(statsd.flush());
+        assert_eq!(statsd.sink().sources(), 0, "then the routes retire");
+    }
+
+    #[test]
+    fn a_service_keeps_its_routes_stats_and_finds_any_other() {
+        let statsd = statsd();
+        let shared = shared(&statsd);
+        let routes = shared.routes.clone();
+        let held = Held::new(shared);
+        let state = held.state();
+        let shard_of = |template| routes.get(template).enter();
+        for template in [Some("/a"), Some("/a"), Some("/b"), None, Some("/a")] {
+            let entered = state.enter(template);
+            assert!(Arc::ptr_eq(&entered, &shard_of(template)), "{template:?}");
+        }
     }
 }

@@ -50,19 +50,14 @@ impl Routes {
     /// drop once the lock is released.
     pub(crate) fn take_unused(&self) -> Vec<Anchors> {
         let mut services = self.services();
-        let mut unused = Vec::new();
-        let mut i = 0;
-        while i < services.len() {
-            if anchor::unused(&services[i]) {
-                unused.push(services.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
+        let (unused, used) = std::mem::take(&mut *services)
+            .into_iter()
+            .partition(anchor::unused);
+        *services = used;
         unused
     }
 
-    fn services(&self) -> std::sync::MutexGuard<'_, Vec<Anchors>> {
+    pub(super) fn services(&self) -> std::sync::MutexGuard<'_, Vec<Anchors>> {
         self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -277,7 +277,7 @@ impl RouteStats {
     /// A request entered the layer on this thread: it holds this thread's
     /// shard until [`Shard::record`], and counts as in flight meanwhile.
     pub(crate) fn enter(&self) -> ShardRef {
-        self.shards[shard_of_this_thread() & (self.shards.len() - 1)].clone()
+        self.shards[shard_of_this_thread()].clone()
     }
 
     /// Requests that entered and are not recorded yet. The shards are read
@@ -582,6 +582,17 @@ mod tests {
         let mut lines = lines(&rx.take());
         lines.sort();
         lines
+    }
+
+    #[test]
+    fn a_new_thread_takes_the_least_used_shard_and_an_ended_one_gives_it_back() {
+        let on = ThreadsOn::new();
+        assert_eq!(on.take(2), 0);
+        assert_eq!(on.take(2), 1);
+        assert_eq!(on.take(2), 0);
+        on.give_back(1);
+        assert_eq!(on.take(2), 1, "the index given back");
+        assert_eq!(on.take(1), 0, "only among the first `shards`");
     }
 
     #[test]

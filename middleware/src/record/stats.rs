@@ -178,6 +178,11 @@ impl Count {
 #[derive(Debug)]
 pub(crate) struct Shard {
     window: Mutex<Window>,
+    /// The flusher's swap buffer: a cleared window whose buffers have grown.
+    /// One per shard, so that a window's buffers, allocated by this core's
+    /// thread, stay with it (handed from shard to shard, two cores would
+    /// write neighbouring heap lines); an early drain swaps only its set.
+    spare: Mutex<Window>,
     /// What recording needs of the route, copied here so that a request
     /// reaches it through its shard alone.
     rules: Rules,
@@ -241,10 +246,6 @@ pub(crate) struct RouteStats {
     shards: Box<[ShardRef]>,
     /// The in-flight gauge last sent: a route that drained sends 0 once.
     in_flight_sent: AtomicUsize,
-    /// The flusher's swap buffer: a cleared window whose buffers have grown.
-    spare: Mutex<Window>,
-    /// The swap buffer of an early drain, which takes a full set alone.
-    spare_members: Mutex<Members>,
     control: Arc<Control>,
 }
 
@@ -263,13 +264,12 @@ impl RouteStats {
                 .map(|_| {
                     Arc::new(CachePadded::new(Shard {
                         window: Mutex::default(),
+                        spare: Mutex::default(),
                         rules: rules.clone(),
                     }))
                 })
                 .collect(),
             in_flight_sent: AtomicUsize::new(0),
-            spare: Mutex::default(),
-            spare_members: Mutex::default(),
             control,
         }
     }
@@ -305,25 +305,25 @@ impl RouteStats {
         let Some(set) = &self.names.user_set else {
             return;
         };
-        let mut spare = lock(&self.spare_members);
         for shard in self.shards.iter() {
+            let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
             if window.members.len() < EARLY_FLUSH_MEMBERS {
                 continue;
             }
-            std::mem::swap(&mut window.members, &mut *spare);
+            std::mem::swap(&mut window.members, &mut spare.members);
             drop(window);
-            out.push_packed(set, "", spare.iter().map(Value::Set));
-            spare.clear();
+            out.push_packed(set, "", spare.members.iter().map(Value::Set));
+            spare.members.clear();
         }
     }
 
     /// Writes the window to `out` and starts a new one.
     pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
         merged.clear();
-        let mut spare = lock(&self.spare);
         let in_flight = self.in_flight();
         for shard in self.shards.iter() {
+            let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
             // An idle shard keeps its buffers: only a busy one swaps, and
             // gets back the grown buffers of its own previous window.
@@ -341,7 +341,6 @@ impl RouteStats {
             spare.members.clear();
             merged.add(&mut spare);
         }
-        drop(spare);
         self.write_in_flight(out, in_flight);
         if merged.counts.is_empty() {
             return;

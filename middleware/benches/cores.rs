@@ -16,11 +16,18 @@
 //! Target (issue 22): with two threads on one route the layer adds at most
 //! 1.3 times what it adds with one thread, and at most 300 ns.
 //!
+//! Then the same for the layer alone, without axum around it (so its share
+//! is not lost in axum's noise): one service made by the layer, over a
+//! service that answers at once, cloned and called per request as axum's
+//! `Route` does, from 1 and 2 threads, against the same service behind
+//! `Identity`.
+//!
 //! `CORES_ROUNDS` and `CORES_REQUESTS` (per thread and round) override the
 //! defaults.
 
 #![allow(missing_docs)]
 
+use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::thread;
@@ -50,9 +57,42 @@ fn routes() -> Router {
 
 /// One thread's share of a round: `requests` requests of `uri` to `app`.
 struct Job {
-    app: Router,
+    app: App,
     uri: &'static str,
     requests: usize,
+}
+
+/// What a round drives: a router, or one service without a router.
+#[derive(Clone)]
+enum App {
+    Router(Router),
+    Alone(Alone),
+}
+
+/// A service that answers at once, behind a layer: what axum's `Route`
+/// holds for a route, cloned per request.
+type Alone = tower::util::BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>;
+
+fn alone<L>(layer: L) -> Alone
+where
+    L: tower::Layer<
+        tower::util::ServiceFn<
+            fn(Request<Body>) -> std::future::Ready<Result<http::Response<Body>, Infallible>>,
+        >,
+    >,
+    L::Service: tower::Service<Request<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Response: axum::response::IntoResponse,
+    <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
+{
+    fn answer(_: Request<Body>) -> std::future::Ready<Result<http::Response<Body>, Infallible>> {
+        std::future::ready(Ok(http::Response::new(Body::from("hello"))))
+    }
+    let inner = tower::service_fn(answer as fn(_) -> _);
+    Alone::new(
+        layer
+            .layer(inner)
+            .map_response(axum::response::IntoResponse::into_response),
+    )
 }
 
 /// A thread with its own current-thread runtime, alive for the whole run,
@@ -76,7 +116,10 @@ impl Worker {
                 for job in rx {
                     rt.block_on(async {
                         for _ in 0..job.requests {
-                            request(&job.app, job.uri).await;
+                            match &job.app {
+                                App::Router(app) => request(app, job.uri).await,
+                                App::Alone(svc) => call(svc, job.uri).await,
+                            }
                         }
                     });
                     drop(job);
@@ -92,6 +135,14 @@ impl Worker {
 async fn request(app: &Router, uri: &'static str) {
     let req = Request::get(uri).body(Body::empty()).expect("a request");
     let response = app.clone().oneshot(req).await.expect("infallible");
+    let body = response.into_body().collect().await.expect("a body");
+    black_box(body);
+}
+
+/// One call of a clone of `svc`, as axum's `Route` makes it, body collected.
+async fn call(svc: &Alone, uri: &'static str) {
+    let req = Request::get(uri).body(Body::empty()).expect("a request");
+    let response = svc.clone().oneshot(req).await.expect("infallible");
     let body = response.into_body().collect().await.expect("a body");
     black_box(body);
 }
@@ -142,7 +193,7 @@ struct Cost {
     wall: f64,
 }
 
-fn round(workers: &[Worker], app: &Router, statsd: &Statsd, s: &Scenario, n: usize) -> Cost {
+fn round(workers: &[Worker], app: &App, statsd: &Statsd, s: &Scenario, n: usize) -> Cost {
     let cpu = process_cpu_ns();
     let start = Instant::now();
     for (worker, uri) in workers.iter().zip(s.uris) {
@@ -173,22 +224,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rounds = env_or("CORES_ROUNDS", 7);
-    let n = env_or("CORES_REQUESTS", 200_000);
+    let rounds = env_or("CORES_ROUNDS", 21);
+    let n = env_or("CORES_REQUESTS", 50_000);
     let statsd = Statsd::builder()
         .prefix("bench")
         .build_with(NopMetricSink)
         .expect("a client on a NopMetricSink");
-    let apps = [
-        ("bare", routes().with_state(())),
-        (
-            "identity",
-            routes()
-                .layer(tower::layer::util::Identity::new())
-                .with_state(()),
-        ),
-        ("tower-statsd", routes().layer(statsd.layer()).with_state(())),
-    ];
     let workers = [Worker::spawn("bench-1"), Worker::spawn("bench-2")];
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -196,27 +237,71 @@ fn main() {
          rounds of {n} requests per thread; CPU of every thread of the process (the flusher's \
          included) per request"
     );
+    let routers = [
+        ("bare", App::Router(routes().with_state(()))),
+        (
+            "identity",
+            App::Router(
+                routes()
+                    .layer(tower::layer::util::Identity::new())
+                    .with_state(()),
+            ),
+        ),
+        (
+            "tower-statsd",
+            App::Router(routes().layer(statsd.layer()).with_state(())),
+        ),
+    ];
+    measure(&workers, &statsd, &routers, &SCENARIOS, rounds, n);
 
+    println!(
+        "the layer alone: one service over a service that answers at once, cloned and called \
+         per request, from 1 and 2 threads (same rounds)"
+    );
+    let alone = [
+        (
+            "identity",
+            App::Alone(alone(tower::layer::util::Identity::new())),
+        ),
+        ("tower-statsd", App::Alone(alone(statsd.layer()))),
+    ];
+    measure(&workers, &statsd, &alone, &SCENARIOS[..2], rounds, n);
+    println!(
+        "  metrics dropped by tower-statsd: {}",
+        statsd.sink().dropped()
+    );
+}
+
+/// Runs every scenario with every app in alternating rounds; the last app
+/// is tower-statsd, the one before it the no-op layer.
+fn measure(
+    workers: &[Worker],
+    statsd: &Statsd,
+    apps: &[(&str, App)],
+    scenarios: &[Scenario],
+    rounds: usize,
+    n: usize,
+) {
     // Warm-up: route stats built, window buffers grown, threads' shards taken.
-    for s in &SCENARIOS {
-        for (_, app) in &apps {
-            round(&workers, app, &statsd, s, n / 10);
+    for s in scenarios {
+        for (_, app) in apps {
+            round(workers, app, statsd, s, n / 10);
         }
     }
-    // costs[scenario][variant][round]
-    let mut costs = vec![vec![Vec::new(); apps.len()]; SCENARIOS.len()];
+    // costs[scenario][app][round]
+    let mut costs = vec![vec![Vec::new(); apps.len()]; scenarios.len()];
     for _ in 0..rounds {
-        for (si, s) in SCENARIOS.iter().enumerate() {
-            for (vi, (_, app)) in apps.iter().enumerate() {
-                costs[si][vi].push(round(&workers, app, &statsd, s, n));
+        for (si, s) in scenarios.iter().enumerate() {
+            for (ai, (_, app)) in apps.iter().enumerate() {
+                costs[si][ai].push(round(workers, app, statsd, s, n));
             }
         }
     }
-
+    let layer = apps.len() - 1;
     // Paired per round: the median of the differences.
     let added = |si: usize, base: usize| {
         median(
-            costs[si][2]
+            costs[si][layer]
                 .iter()
                 .zip(&costs[si][base])
                 .map(|(with, without)| with.cpu - without.cpu)
@@ -224,25 +309,29 @@ fn main() {
         )
     };
     let mut over_identity = Vec::new();
-    for (si, s) in SCENARIOS.iter().enumerate() {
-        for (vi, (variant, _)) in apps.iter().enumerate() {
+    for (si, s) in scenarios.iter().enumerate() {
+        for (ai, (name, _)) in apps.iter().enumerate() {
             println!(
-                "  {:<22} {variant:<13} cpu {:>6.0} ns   wall {:>6.0} ns",
+                "  {:<22} {name:<13} cpu {:>6.0} ns   wall {:>6.0} ns",
                 s.name,
-                median(costs[si][vi].iter().map(|c| c.cpu).collect()),
-                median(costs[si][vi].iter().map(|c| c.wall).collect()),
+                median(costs[si][ai].iter().map(|c| c.cpu).collect()),
+                median(costs[si][ai].iter().map(|c| c.wall).collect()),
             );
         }
-        over_identity.push(added(si, 1));
+        over_identity.push(added(si, layer - 1));
+        let over_bare = if layer >= 2 {
+            format!(", {:+.0} ns over bare", added(si, 0))
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<22} tower-statsd adds {:+.0} ns cpu over the no-op layer, {:+.0} ns over bare",
+            "  {:<22} tower-statsd adds {:+.0} ns cpu over the no-op layer{over_bare}",
             s.name,
-            added(si, 1),
-            added(si, 0),
+            added(si, layer - 1),
         );
     }
     let one = over_identity[0];
-    for (si, s) in SCENARIOS.iter().enumerate().skip(1) {
+    for (si, s) in scenarios.iter().enumerate().skip(1) {
         println!(
             "  {:<22} adds {:.2}x what 1 thread adds (target <= 1.3x and <= 300 ns: {:+.0} ns)",
             s.name,
@@ -250,8 +339,4 @@ fn main() {
             over_identity[si],
         );
     }
-    println!(
-        "  metrics dropped by tower-statsd: {}",
-        statsd.sink().dropped()
-    );
 }

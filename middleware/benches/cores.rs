@@ -13,6 +13,10 @@
 //! per round), and the ratio of what it adds with two threads to what it
 //! adds with one.
 //!
+//! "cores busy" is CPU over wall time: about 2 when the two threads really
+//! ran at once. On a machine busy with other work it is lower, and the
+//! threads met on the route's cache lines only that part of the time.
+//!
 //! Target (issue 22): with two threads on one route the layer adds at most
 //! 1.3 times what it adds with one thread, and at most 300 ns.
 //!
@@ -312,10 +316,11 @@ fn measure(
     for (si, s) in scenarios.iter().enumerate() {
         for (ai, (name, _)) in apps.iter().enumerate() {
             println!(
-                "  {:<22} {name:<13} cpu {:>6.0} ns   wall {:>6.0} ns",
+                "  {:<22} {name:<13} cpu {:>6.0} ns   wall {:>6.0} ns   cores busy {:.2}",
                 s.name,
                 median(costs[si][ai].iter().map(|c| c.cpu).collect()),
                 median(costs[si][ai].iter().map(|c| c.wall).collect()),
+                median(costs[si][ai].iter().map(|c| c.cpu / c.wall).collect()),
             );
         }
         over_identity.push(added(si, layer - 1));

@@ -243,6 +243,63 @@ mod tests {
         assert!(routes.services().is_empty(), "let go with the last service");
     }
 
+    /// What used to be written by every request on every core: the count
+    /// of the state all clones share, of the service's own anchor, and of
+    /// the route's stats. A request on a thread of another shard than the
+    /// one that made the service leaves them as they were.
+    #[test]
+    fn a_request_on_another_core_writes_no_count_that_the_layers_service_holds() {
+        if shard_count() == 1 {
+            return;
+        }
+        let statsd = statsd();
+        let shared = shared(&statsd);
+        let routes = shared.routes.clone();
+        let held = Held::new(shared);
+        let mine = shard_of_this_thread();
+        let stats = routes.get(Some("/a"));
+        drop(held.state().enter(Some("/a")));
+        let counts = |held: &Held| {
+            (
+                Arc::strong_count(held.anchor()),
+                Arc::strong_count(&held.anchor().state),
+                Arc::strong_count(&stats),
+            )
+        };
+        let before = counts(&held);
+        // Threads started one after the other until one is on another
+        // shard; all stay alive until then, so each takes a new index.
+        let done = std::thread::scope(|scope| {
+            let mut waiting = Vec::new();
+            for _ in 0..=shard_count() {
+                let (tx, rx) = mpsc::channel();
+                let (held, counts) = (&held, &counts);
+                let (release, wait) = mpsc::channel::<()>();
+                scope.spawn(move || {
+                    if shard_of_this_thread() == mine {
+                        tx.send(None).unwrap();
+                        let _ = wait.recv();
+                        return;
+                    }
+                    let clone = held.clone();
+                    let entered = clone.state().enter(Some("/a"));
+                    let during = counts(held);
+                    drop(entered);
+                    drop(clone);
+                    tx.send(Some(during)).unwrap();
+                });
+                waiting.push(release);
+                if let Some(during) = rx.recv().unwrap() {
+                    return Some(during);
+                }
+            }
+            None
+        });
+        let during = done.expect("a thread on another shard");
+        assert_eq!(during, before, "(anchor, state, route stats) counts");
+        assert_eq!(counts(&held), before);
+    }
+
     #[test]
     fn a_clone_that_outlives_the_layers_service_is_let_go_by_the_flusher() {
         let statsd = statsd();

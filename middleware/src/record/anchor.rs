@@ -90,7 +90,7 @@ impl Held {
             .anchors
             .set(anchors.iter().map(Arc::downgrade).collect());
         let anchor = here(&anchors).clone();
-        routes.keep(anchors);
+        routes.keep(key(&state), anchors);
         Held {
             anchor: Some(anchor),
             made_by_layer: true,
@@ -105,6 +105,12 @@ impl Held {
     pub(crate) fn state(&self) -> &ServiceState {
         &self.anchor().state
     }
+}
+
+/// How [`Routes`](super::Routes) knows a service's anchors: the address of
+/// its state, unique while they hold it.
+fn key(state: &Arc<CachePadded<ServiceState>>) -> usize {
+    Arc::as_ptr(state) as usize
 }
 
 /// The element of `shards` (one per shard) for this thread.
@@ -139,10 +145,11 @@ impl Drop for Held {
         }
         if let Some(anchor) = self.anchor.take() {
             let routes = anchor.state.shared.routes.clone();
+            let key = key(&anchor.state);
             drop(anchor);
             // Dropped here, out of the lock: the last `Shared` may go with
             // them, and with it the sink's last handle, which flushes.
-            drop(routes.take_unused());
+            drop(routes.take_if_unused(key));
         }
     }
 }
@@ -205,7 +212,7 @@ mod tests {
         let shared = shared(&statsd);
         let routes = shared.routes.clone();
         let held = Held::new(shared);
-        let group: Vec<usize> = routes.services()[0]
+        let group: Vec<usize> = routes.services()[&key(&held.anchor().state)]
             .iter()
             .map(|anchor| Arc::as_ptr(anchor) as usize)
             .collect();

@@ -20,8 +20,9 @@ pub(crate) struct Routes {
     by_template: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
     /// The flusher's scratch, kept between windows.
     merged: Mutex<Merged>,
-    /// The anchors of the services made by the layer, while any holds one.
-    services: Mutex<Vec<Anchors>>,
+    /// The anchors of the services made by the layer, while any holds one,
+    /// by the address of the service's state.
+    services: Mutex<HashMap<usize, Anchors>>,
 }
 
 impl Routes {
@@ -41,23 +42,40 @@ impl Routes {
         }
     }
 
-    /// Holds the anchors of a new service until no service holds any.
-    pub(crate) fn keep(&self, anchors: Anchors) {
-        self.services().push(anchors);
+    /// Holds the anchors of a new service (its state at `key`) until no
+    /// service holds any.
+    pub(crate) fn keep(&self, key: usize, anchors: Anchors) {
+        self.services().insert(key, anchors);
     }
 
-    /// Takes out the anchors no service holds any more, for the caller to
-    /// drop once the lock is released.
+    /// Takes out the anchors of the service at `key` if no service holds
+    /// any, for the caller to drop once the lock is released. One lookup,
+    /// however many services there are (axum makes a service per route and
+    /// connection when the router is served without `with_state`).
+    pub(crate) fn take_if_unused(&self, key: usize) -> Option<Anchors> {
+        let mut services = self.services();
+        if services.get(&key).is_some_and(anchor::unused) {
+            services.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    /// Takes out every service's anchors that no service holds any more.
     pub(crate) fn take_unused(&self) -> Vec<Anchors> {
         let mut services = self.services();
-        let (unused, used) = std::mem::take(&mut *services)
-            .into_iter()
-            .partition(anchor::unused);
-        *services = used;
+        let unused: Vec<usize> = services
+            .iter()
+            .filter(|(_, anchors)| anchor::unused(anchors))
+            .map(|(key, _)| *key)
+            .collect();
         unused
+            .iter()
+            .filter_map(|key| services.remove(key))
+            .collect()
     }
 
-    pub(super) fn services(&self) -> std::sync::MutexGuard<'_, Vec<Anchors>> {
+    pub(super) fn services(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Anchors>> {
         self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -246,6 +246,9 @@ mod tests {
         }
 
         assert!(routes.take_unused().is_empty(), "the layer's own service");
+        // Its `Debug` stops at the anchor, which leads back to `routes`.
+        let debug = format!("{held:?}");
+        assert!(debug.contains("Anchor { .. }"), "{debug}");
         drop(held);
         assert!(routes.services().is_empty(), "let go with the last service");
     }

@@ -89,7 +89,9 @@ impl Held {
         let _ = state
             .anchors
             .set(anchors.iter().map(Arc::downgrade).collect());
-        let anchor = here(&anchors).clone();
+        // Any anchor: the layer's own service is cloned, not called, and
+        // the thread building the router need not take a shard.
+        let anchor = anchors[0].clone();
         routes.keep(key(&state), anchors);
         Held {
             anchor: Some(anchor),

@@ -77,22 +77,34 @@ impl ThreadsOn {
 static THREADS_ON: ThreadsOn = ThreadsOn::new();
 
 /// This thread's shard index, given back when the thread ends.
-struct ThreadShard(usize);
+struct ThreadShard {
+    on: &'static ThreadsOn,
+    index: usize,
+}
+
+impl ThreadShard {
+    fn take(on: &'static ThreadsOn) -> ThreadShard {
+        ThreadShard {
+            on,
+            index: on.take(*SHARDS),
+        }
+    }
+}
 
 impl Drop for ThreadShard {
     fn drop(&mut self) {
-        THREADS_ON.give_back(self.0);
+        self.on.give_back(self.index);
     }
 }
 
 /// The shard index of the calling thread, below [`shard_count`].
 pub(super) fn shard_of_this_thread() -> usize {
     thread_local! {
-        static SHARD: ThreadShard = ThreadShard(THREADS_ON.take(*SHARDS));
+        static SHARD: ThreadShard = ThreadShard::take(&THREADS_ON);
     }
     // Once the thread's locals are gone (a request dropped by another
     // thread-local's destructor), any shard is right.
-    SHARD.try_with(|shard| shard.0).unwrap_or(0)
+    SHARD.try_with(|shard| shard.index).unwrap_or(0)
 }
 
 /// Shards per route on this machine.
@@ -589,9 +601,19 @@ mod tests {
         assert_eq!(on.take(2), 0);
         assert_eq!(on.take(2), 1);
         assert_eq!(on.take(2), 0);
-        on.give_back(1);
-        assert_eq!(on.take(2), 1, "the index given back");
+        on.give_back(0);
+        assert_eq!(on.take(2), 0, "the index given back");
         assert_eq!(on.take(1), 0, "only among the first `shards`");
+
+        static ON: ThreadsOn = ThreadsOn::new();
+        let thread = ThreadShard::take(&ON);
+        let first = thread.index;
+        drop(thread);
+        assert_eq!(
+            ThreadShard::take(&ON).index,
+            first,
+            "an ended thread's index"
+        );
     }
 
     #[test]

@@ -226,7 +226,9 @@ mod tests {
         let threads = 2 * shard_count();
         let alive = Barrier::new(threads + 1);
         let mut clones = Vec::new();
-        std::thread::scope(|scope| {
+        // Asserted once the threads have ended: a failed assertion in the
+        // scope would leave them waiting at the barrier for ever.
+        let taken_while_held = std::thread::scope(|scope| {
             for _ in 0..threads {
                 let (tx, rx) = mpsc::channel();
                 let (held, alive) = (&held, &alive);
@@ -237,9 +239,11 @@ mod tests {
                 });
                 clones.push(rx.recv().unwrap());
             }
-            assert!(routes.take_unused().is_empty(), "held by services");
+            let taken = routes.take_unused().len();
             alive.wait();
+            taken
         });
+        assert_eq!(taken_while_held, 0, "held by services");
         assert!(clones.iter().all(|at| group.contains(at)), "{clones:?}");
         clones.sort_unstable();
         clones.dedup();

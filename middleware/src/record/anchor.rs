@@ -174,7 +174,7 @@ impl ServiceState {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{mpsc, Barrier};
+    use std::sync::mpsc;
     use std::time::Duration;
 
     use cadence::NopMetricSink;
@@ -224,24 +224,24 @@ mod tests {
         // A clone on each of twice as many threads as shards, all alive at
         // once, each thread taking its shard after the one before.
         let threads = 2 * shard_count();
-        let alive = Barrier::new(threads + 1);
         let mut clones = Vec::new();
-        // Asserted once the threads have ended: a failed assertion in the
-        // scope would leave them waiting at the barrier for ever.
         let taken_while_held = std::thread::scope(|scope| {
+            // Each thread waits for its sender to go: at the end, or when
+            // this panics, so that a failure never leaves a thread waiting.
+            let mut alive = Vec::new();
             for _ in 0..threads {
                 let (tx, rx) = mpsc::channel();
-                let (held, alive) = (&held, &alive);
+                let (release, wait) = mpsc::channel::<()>();
+                let held = &held;
                 scope.spawn(move || {
                     let clone = held.clone();
                     tx.send(at(&clone)).unwrap();
-                    alive.wait();
+                    let _ = wait.recv();
                 });
+                alive.push(release);
                 clones.push(rx.recv().unwrap());
             }
-            let taken = routes.take_unused().len();
-            alive.wait();
-            taken
+            routes.take_unused().len()
         });
         assert_eq!(taken_while_held, 0, "held by services");
         assert!(clones.iter().all(|at| group.contains(at)), "{clones:?}");

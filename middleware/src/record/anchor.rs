@@ -272,7 +272,8 @@ mod tests {
         let shared = shared(&statsd);
         let routes = shared.routes.clone();
         let held = Held::new(shared);
-        let mine = shard_of_this_thread();
+        // The layer's own service holds the first anchor.
+        let origin = 0;
         let stats = routes.get(Some("/a"));
         drop(held.state().enter(Some("/a")));
         let counts = |held: &Held| {
@@ -283,8 +284,9 @@ mod tests {
             )
         };
         let before = counts(&held);
-        // Threads started one after the other until one is on another
-        // shard; all stay alive until then, so each takes a new index.
+        // Threads started one after the other until one is on another shard
+        // than the first; all stay alive until then, so each takes a new
+        // index.
         let done = std::thread::scope(|scope| {
             let mut waiting = Vec::new();
             for _ in 0..=shard_count() {
@@ -292,7 +294,7 @@ mod tests {
                 let (held, counts) = (&held, &counts);
                 let (release, wait) = mpsc::channel::<()>();
                 scope.spawn(move || {
-                    if shard_of_this_thread() == mine {
+                    if shard_of_this_thread() == origin {
                         tx.send(None).unwrap();
                         let _ = wait.recv();
                         return;

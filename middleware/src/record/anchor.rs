@@ -341,7 +341,11 @@ mod tests {
         let statsd = statsd();
         let shared = shared(&statsd);
         let routes = shared.routes.clone();
-        let held = Held::new(shared);
+        let held = Held::new(shared.clone());
+        let other = Held::new(shared);
+        assert_eq!(routes.services().len(), 2, "each service's anchors");
+        drop(other);
+        assert_eq!(routes.services().len(), 1);
         let state = held.state();
         let shard_of = |template| routes.get(template).enter();
         for template in [Some("/a"), Some("/a"), Some("/b"), None, Some("/a")] {

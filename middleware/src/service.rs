@@ -1,6 +1,6 @@
 //! [`StatsdService`]: starts the clock and picks the route's names.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -8,35 +8,23 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::naming::MethodTag;
-use crate::record::{Recorder, RouteStats, Shared};
+use crate::record::{Held, Recorder, Shared};
 
 /// The service made by [`StatsdLayer`](crate::StatsdLayer).
+///
+/// Cloning it (axum does, per request) writes nothing another core writes:
+/// see `record/anchor.rs`.
 #[derive(Clone, Debug)]
 pub struct StatsdService<S> {
     inner: S,
-    /// One `Arc`, so that cloning the service per request (as axum does)
-    /// touches one reference count.
-    state: Arc<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    shared: Arc<Shared>,
-    /// The stats of the route this service wraps. axum's `Router::layer`
-    /// makes one service per route (clones share this), so the first
-    /// request's template is almost always every request's template; a
-    /// different one falls back to the layer's map.
-    route: OnceLock<(Box<str>, Arc<RouteStats>)>,
+    state: Held,
 }
 
 impl<S> StatsdService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         StatsdService {
             inner,
-            state: Arc::new(State {
-                shared,
-                route: OnceLock::new(),
-            }),
+            state: Held::new(shared),
         }
     }
 
@@ -53,20 +41,6 @@ impl<S> StatsdService<S> {
     /// The wrapped service, unwrapped.
     pub fn into_inner(self) -> S {
         self.inner
-    }
-
-    fn route(&self, template: Option<&str>) -> Arc<RouteStats> {
-        let state = &*self.state;
-        if let (Some(template), Some((cached, stats))) = (template, state.route.get()) {
-            if **cached == *template {
-                return stats.clone();
-            }
-        }
-        let stats = state.shared.routes.get(template);
-        if let Some(template) = template {
-            let _ = state.route.set((template.into(), stats.clone()));
-        }
-        stats
     }
 }
 
@@ -87,14 +61,10 @@ where
         // a third of the cost of `std::time::Instant` here.
         let start = quanta::Instant::now();
         let (parts, body) = req.into_parts();
-        let route = self.route(matched_path(&parts));
-        let user = self
-            .state
-            .shared
-            .user
-            .as_ref()
-            .and_then(|key| key.token(&parts));
-        let recorder = Recorder::new(route, start, MethodTag::of(&parts.method), user);
+        let state = self.state.state();
+        let shard = state.enter(matched_path(&parts));
+        let user = state.shared.user.as_ref().and_then(|key| key.token(&parts));
+        let recorder = Recorder::new(shard, start, MethodTag::of(&parts.method), user);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::new(future, recorder)
     }

@@ -5,10 +5,13 @@
 //!   stats, the user key, and the sink it keeps alive;
 //! - [`Recorder`]: the guard a request carries from the service, through its
 //!   future, into its response body; it records exactly once when dropped;
+//! - `anchor`: how a service reaches its state without a reference count
+//!   that every core writes (axum clones the service per request);
 //! - `routes`: route template → [`RouteStats`](stats::RouteStats), a
 //!   [`Source`](crate::sink::Source) the sink's flusher drains each window;
 //! - `stats`: one route's window, sharded per core, and how it is written.
 
+mod anchor;
 mod members;
 mod routes;
 mod stats;
@@ -22,8 +25,9 @@ use crate::naming::MethodTag;
 use crate::sink::AggregatingSink;
 use crate::user::{UserKey, UserToken};
 
+pub(crate) use anchor::Held;
 pub(crate) use routes::Routes;
-pub(crate) use stats::{Key, RouteStats};
+pub(crate) use stats::{Key, ShardRef};
 
 /// What every request of every service made by one layer reads.
 #[derive(Debug)]
@@ -38,7 +42,9 @@ pub(crate) struct Shared {
 /// so no path (error, panic, client gone) can skip or repeat it.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    route: Arc<RouteStats>,
+    /// The shard the request entered on: it counts as in flight there
+    /// until this is dropped.
+    shard: ShardRef,
     start: Instant,
     key: Key,
     /// Response body bytes sent so far.
@@ -48,14 +54,13 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn new(
-        route: Arc<RouteStats>,
+        shard: ShardRef,
         start: Instant,
         method: MethodTag,
         user: Option<UserToken>,
     ) -> Self {
-        route.enter();
         Recorder {
-            route,
+            shard,
             start,
             key: Key {
                 method,
@@ -78,7 +83,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.route
+        self.shard
             .record(self.key, self.start.elapsed(), self.bytes, self.user.take());
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::anchor::{self, Anchors};
 use super::stats::{Merged, RouteStats};
 use crate::naming::Naming;
 use crate::sink::{Control, PacketWriter, Source};
@@ -19,6 +20,9 @@ pub(crate) struct Routes {
     by_template: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
     /// The flusher's scratch, kept between windows.
     merged: Mutex<Merged>,
+    /// The anchors of the services made by the layer, while any holds one,
+    /// by the address of the service's state.
+    services: Mutex<HashMap<usize, Anchors>>,
 }
 
 impl Routes {
@@ -34,7 +38,45 @@ impl Routes {
             control,
             by_template: RwLock::default(),
             merged: Mutex::default(),
+            services: Mutex::default(),
         }
+    }
+
+    /// Holds the anchors of a new service (its state at `key`) until no
+    /// service holds any.
+    pub(crate) fn keep(&self, key: usize, anchors: Anchors) {
+        self.services().insert(key, anchors);
+    }
+
+    /// Takes out the anchors of the service at `key` if no service holds
+    /// any, for the caller to drop once the lock is released. One lookup,
+    /// however many services there are (axum makes a service per route and
+    /// connection when the router is served without `with_state`).
+    pub(crate) fn take_if_unused(&self, key: usize) -> Option<Anchors> {
+        let mut services = self.services();
+        if services.get(&key).is_some_and(anchor::unused) {
+            services.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    /// Takes out every service's anchors that no service holds any more.
+    pub(crate) fn take_unused(&self) -> Vec<Anchors> {
+        let mut services = self.services();
+        let unused: Vec<usize> = services
+            .iter()
+            .filter(|(_, anchors)| anchor::unused(anchors))
+            .map(|(key, _)| *key)
+            .collect();
+        unused
+            .iter()
+            .filter_map(|key| services.remove(key))
+            .collect()
+    }
+
+    pub(super) fn services(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Anchors>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The stats of the route matching `template`, or of the unmatched
@@ -92,8 +134,11 @@ impl Source for Routes {
     }
 
     fn in_use(&self) -> bool {
-        // `all()` holds one more reference to each; a recorder one more still.
-        self.all().iter().any(|stats| Arc::strong_count(stats) > 2)
+        self.all().iter().any(|stats| stats.in_use())
+    }
+
+    fn release_unused(&self) {
+        drop(self.take_unused());
     }
 }
 

@@ -2,17 +2,19 @@
 //! route's own requests.
 //!
 //! A request touches only its route's [`RouteStats`], and in it only the
-//! shard of the thread it runs on: an in-flight count up when it enters and
-//! down when it ends (a relaxed atomic on that core's own line), and at the
-//! end one uncontended lock: a counter bump (requests and bytes) in a short
-//! list, a timer value into a bounded sample and, with a user key, one set
-//! insert. No channel, no event, no allocation once the
-//! window's buffers have grown (the flusher swaps a cleared spare in, so
-//! their capacity is reused). Names are written only when the flusher
-//! drains the window.
+//! shard of the thread it enters on: it holds that shard (an `Arc`, cloned
+//! when it enters the layer and dropped when it ends: a relaxed add on that
+//! core's own line, and the in-flight count is what those references add
+//! up to), and at the end takes the shard's lock once, uncontended: a
+//! counter bump (requests and bytes) in a short list, a timer value into a
+//! bounded sample and, with a user key, one set insert. No channel, no
+//! event, no allocation once the window's buffers have grown (the flusher
+//! swaps a cleared spare in, so their capacity is reused), and no write to a
+//! line another core writes unless the request moved to another core before
+//! its end. Names are written only when the flusher drains the window.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -31,22 +33,83 @@ pub(super) const EARLY_FLUSH_MEMBERS: usize = 1_024;
 /// of the window are dropped and counted rather than held.
 const MAX_MEMBERS: usize = 64 * EARLY_FLUSH_MEMBERS;
 
-/// Shards per route: one per core (a power of two, at most 16). A thread
-/// keeps its shard for life, so tokio's workers, one per core, seldom share
-/// a lock or a cache line.
+/// The most shards a route has, whatever the number of cores.
+const MAX_SHARDS: usize = 16;
+
+/// Shards per route: one per core (a power of two, at most
+/// [`MAX_SHARDS`]). A thread keeps its shard for life, so tokio's workers,
+/// one per core, seldom share a lock or a cache line.
 static SHARDS: LazyLock<usize> = LazyLock::new(|| {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .next_power_of_two()
-        .min(16)
+        .min(MAX_SHARDS)
 });
 
-fn shard_of_this_thread() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed);
+/// Threads alive per shard index. A new thread takes the index fewest live
+/// threads have, so threads started together (tokio's workers) get one
+/// each, and a thread that ends (one of a blocking pool) gives its index
+/// back rather than pushing later threads onto used ones.
+#[derive(Debug)]
+struct ThreadsOn([AtomicUsize; MAX_SHARDS]);
+
+impl ThreadsOn {
+    const fn new() -> Self {
+        ThreadsOn([const { AtomicUsize::new(0) }; MAX_SHARDS])
     }
-    SHARD.with(|shard| *shard)
+
+    /// The least used of the first `shards` indices, now used once more.
+    /// Two threads starting at once may pick the same one: they share a
+    /// shard, nothing worse.
+    fn take(&self, shards: usize) -> usize {
+        let least = (0..shards)
+            .min_by_key(|&i| self.0[i].load(Relaxed))
+            .unwrap_or(0);
+        self.0[least].fetch_add(1, Relaxed);
+        least
+    }
+
+    fn give_back(&self, index: usize) {
+        self.0[index].fetch_sub(1, Relaxed);
+    }
+}
+
+static THREADS_ON: ThreadsOn = ThreadsOn::new();
+
+/// This thread's shard index, given back when the thread ends.
+struct ThreadShard {
+    on: &'static ThreadsOn,
+    index: usize,
+}
+
+impl ThreadShard {
+    fn take(on: &'static ThreadsOn) -> ThreadShard {
+        ThreadShard {
+            on,
+            index: on.take(*SHARDS),
+        }
+    }
+}
+
+impl Drop for ThreadShard {
+    fn drop(&mut self) {
+        self.on.give_back(self.index);
+    }
+}
+
+/// The shard index of the calling thread, below [`shard_count`].
+pub(super) fn shard_of_this_thread() -> usize {
+    thread_local! {
+        static SHARD: ThreadShard = ThreadShard::take(&THREADS_ON);
+    }
+    // Once the thread's locals are gone (a request dropped by another
+    // thread-local's destructor), any shard is right.
+    SHARD.try_with(|shard| shard.index).unwrap_or(0)
+}
+
+/// Shards per route on this machine.
+pub(super) fn shard_count() -> usize {
+    *SHARDS
 }
 
 /// What one request reports, by the time its response body has ended.
@@ -123,87 +186,126 @@ impl Count {
     }
 }
 
-/// One core's part of a route.
-#[derive(Debug, Default)]
-struct Shard {
-    window: Mutex<Window>,
-    /// Requests that entered on this shard's thread minus those that ended
-    /// on it: only the sum over the shards means anything.
-    in_flight: AtomicI64,
-}
-
-/// The current window of one route, and the names it is written under.
+/// One core's part of a route, held by every request in flight on it.
 #[derive(Debug)]
-pub(crate) struct RouteStats {
-    names: RouteNames,
-    shards: Box<[CachePadded<Shard>]>,
-    /// The in-flight gauge last sent: a route that drained sends 0 once.
-    in_flight_sent: AtomicI64,
+pub(crate) struct Shard {
+    window: Mutex<Window>,
     /// The flusher's swap buffer: a cleared window whose buffers have grown.
+    /// One per shard, so that a window's buffers, allocated by this core's
+    /// thread, stay with it (handed from shard to shard, two cores would
+    /// write neighbouring heap lines); an early drain swaps only its set.
     spare: Mutex<Window>,
-    /// The swap buffer of an early drain, which takes a full set alone.
-    spare_members: Mutex<Members>,
-    timer_cap: usize,
-    control: std::sync::Arc<Control>,
+    /// What recording needs of the route, copied here so that a request
+    /// reaches it through its shard alone.
+    rules: Rules,
 }
 
-impl RouteStats {
-    pub(crate) fn new(
-        names: RouteNames,
-        timer_cap: usize,
-        control: std::sync::Arc<Control>,
-    ) -> Self {
-        RouteStats {
-            names,
-            shards: (0..*SHARDS).map(|_| CachePadded::default()).collect(),
-            in_flight_sent: AtomicI64::new(0),
-            spare: Mutex::default(),
-            spare_members: Mutex::default(),
-            timer_cap,
-            control,
-        }
-    }
+/// A route's shard as a request holds it, from when it enters the layer to
+/// when it is recorded. Its reference count lives on a cache line of its
+/// own (the shard is aligned to 128 bytes, so `Arc`'s counts are alone in
+/// the first 128), written by the requests entering on this core.
+pub(crate) type ShardRef = Arc<CachePadded<Shard>>;
 
-    fn shard(&self) -> &Shard {
-        &self.shards[shard_of_this_thread() & (self.shards.len() - 1)]
-    }
+/// How a route records, the same in each of its shards.
+#[derive(Debug, Clone)]
+struct Rules {
+    mode: NamingMode,
+    user_set: bool,
+    response_sizes: bool,
+    timer_cap: usize,
+    control: Arc<Control>,
+}
 
-    /// A request entered the layer.
-    pub(crate) fn enter(&self) {
-        self.shard().in_flight.fetch_add(1, Relaxed);
-    }
-
+impl Shard {
     /// Folds one finished request into the window: it entered with
-    /// [`enter`](Self::enter), took `elapsed`, and its body sent `bytes`.
+    /// [`RouteStats::enter`], took `elapsed`, and its body sent `bytes`.
     pub(crate) fn record(&self, key: Key, elapsed: Duration, bytes: u64, user: Option<UserToken>) {
+        let rules = &self.rules;
         let ms = elapsed.as_secs_f64() * 1000.0;
-        let series = Series(match self.names.mode {
+        let series = Series(match rules.mode {
             NamingMode::Hierarchical => None,
             NamingMode::Tagged => Some(key),
         });
         // A rejected request (`/user?id=abc` → 400) is not a user visit.
-        let member = user.filter(|_| {
-            self.names.user_set.is_some() && key.status.is_some_and(|s| s.as_u16() < 400)
-        });
-        let shard = self.shard();
-        shard.in_flight.fetch_sub(1, Relaxed);
-        let mut window = lock(&shard.window);
+        let member =
+            user.filter(|_| rules.user_set && key.status.is_some_and(|s| s.as_u16() < 400));
+        let mut window = lock(&self.window);
         window.count(key, bytes);
-        window.timer(series).add(ms, self.timer_cap);
-        if self.names.response_size.is_some() {
-            sample(&mut window.sizes, series).add(bytes as f64, self.timer_cap);
+        window.timer(series).add(ms, rules.timer_cap);
+        if rules.response_sizes {
+            sample(&mut window.sizes, series).add(bytes as f64, rules.timer_cap);
         }
         if let Some(member) = member {
             let held = window.members.len();
             if held < MAX_MEMBERS {
                 if window.members.insert(member.as_str()) && held + 1 == EARLY_FLUSH_MEMBERS {
                     drop(window);
-                    self.control.drain_early();
+                    rules.control.drain_early();
                 }
             } else if !window.members.contains(member.as_str()) {
                 window.refused += 1;
             }
         }
+    }
+}
+
+/// The current window of one route, and the names it is written under.
+#[derive(Debug)]
+pub(crate) struct RouteStats {
+    names: RouteNames,
+    /// Each also held by the requests in flight on it: how many there are
+    /// is each count minus this one.
+    shards: Box<[ShardRef]>,
+    /// The in-flight gauge last sent: a route that drained sends 0 once.
+    in_flight_sent: AtomicUsize,
+    control: Arc<Control>,
+}
+
+impl RouteStats {
+    pub(crate) fn new(names: RouteNames, timer_cap: usize, control: Arc<Control>) -> Self {
+        let rules = Rules {
+            mode: names.mode,
+            user_set: names.user_set.is_some(),
+            response_sizes: names.response_size.is_some(),
+            timer_cap,
+            control: control.clone(),
+        };
+        RouteStats {
+            names,
+            shards: (0..shard_count())
+                .map(|_| {
+                    Arc::new(CachePadded::new(Shard {
+                        window: Mutex::default(),
+                        spare: Mutex::default(),
+                        rules: rules.clone(),
+                    }))
+                })
+                .collect(),
+            in_flight_sent: AtomicUsize::new(0),
+            control,
+        }
+    }
+
+    /// A request entered the layer on this thread: it holds this thread's
+    /// shard until [`Shard::record`], and counts as in flight meanwhile.
+    pub(crate) fn enter(&self) -> ShardRef {
+        self.shards[shard_of_this_thread()].clone()
+    }
+
+    /// Requests that entered and are not recorded yet. The shards are read
+    /// one after the other while requests come and go, so the sum can be
+    /// one off for a moment; a request holds one shard from its start to
+    /// its end, so it is never below zero.
+    fn in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| Arc::strong_count(shard) - 1)
+            .sum()
+    }
+
+    /// Whether a request is still in flight (and so will record).
+    pub(crate) fn in_use(&self) -> bool {
+        self.in_flight() > 0
     }
 
     /// Writes the sets of users that filled up (at least
@@ -215,26 +317,25 @@ impl RouteStats {
         let Some(set) = &self.names.user_set else {
             return;
         };
-        let mut spare = lock(&self.spare_members);
         for shard in self.shards.iter() {
+            let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
             if window.members.len() < EARLY_FLUSH_MEMBERS {
                 continue;
             }
-            std::mem::swap(&mut window.members, &mut *spare);
+            std::mem::swap(&mut window.members, &mut spare.members);
             drop(window);
-            out.push_packed(set, "", spare.iter().map(Value::Set));
-            spare.clear();
+            out.push_packed(set, "", spare.members.iter().map(Value::Set));
+            spare.members.clear();
         }
     }
 
     /// Writes the window to `out` and starts a new one.
     pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
         merged.clear();
-        let mut spare = lock(&self.spare);
-        let mut in_flight = 0;
+        let in_flight = self.in_flight();
         for shard in self.shards.iter() {
-            in_flight += shard.in_flight.load(Relaxed);
+            let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
             // An idle shard keeps its buffers: only a busy one swaps, and
             // gets back the grown buffers of its own previous window.
@@ -252,7 +353,6 @@ impl RouteStats {
             spare.members.clear();
             merged.add(&mut spare);
         }
-        drop(spare);
         self.write_in_flight(out, in_flight);
         if merged.counts.is_empty() {
             return;
@@ -266,11 +366,8 @@ impl RouteStats {
         }
     }
 
-    /// The in-flight gauge, every window while it is or was non-zero. The
-    /// shards are read one after the other while requests come and go, so a
-    /// sum can be one off for a moment, never below zero.
-    fn write_in_flight(&self, out: &mut PacketWriter, in_flight: i64) {
-        let in_flight = in_flight.max(0);
+    /// The in-flight gauge, every window while it is or was non-zero.
+    fn write_in_flight(&self, out: &mut PacketWriter, in_flight: usize) {
         if in_flight == 0 && self.in_flight_sent.load(Relaxed) == 0 {
             return;
         }
@@ -478,6 +575,13 @@ mod tests {
 
     const MS_1_5: Duration = Duration::from_micros(1500);
 
+    impl RouteStats {
+        /// A request that enters and ends at once, on this thread.
+        fn record(&self, key: Key, elapsed: Duration, bytes: u64, user: Option<UserToken>) {
+            self.enter().record(key, elapsed, bytes, user);
+        }
+    }
+
     /// The lines a route's window drains to, sorted.
     fn drained(stats: &RouteStats) -> Vec<String> {
         let (rx, spy) = spy();
@@ -492,11 +596,29 @@ mod tests {
     }
 
     #[test]
+    fn a_new_thread_takes_the_least_used_shard_and_an_ended_one_gives_it_back() {
+        let on = ThreadsOn::new();
+        assert_eq!(on.take(2), 0);
+        assert_eq!(on.take(2), 1);
+        assert_eq!(on.take(2), 0);
+        on.give_back(0);
+        assert_eq!(on.take(2), 0, "the index given back");
+        assert_eq!(on.take(1), 0, "only among the first `shards`");
+
+        static ON: ThreadsOn = ThreadsOn::new();
+        let thread = ThreadShard::take(&ON);
+        let first = thread.index;
+        drop(thread);
+        assert_eq!(
+            ThreadShard::take(&ON).index,
+            first,
+            "an ended thread's index"
+        );
+    }
+
+    #[test]
     fn hierarchical_window() {
         let root = stats(NamingMode::Hierarchical, "/", 0);
-        for _ in 0..4 {
-            root.enter();
-        }
         root.record(key("GET", 200), MS_1_5, 10, user("1"));
         root.record(key("GET", 200), MS_1_5, 20, user("1"));
         root.record(key("POST", 200), MS_1_5, 0, user("2"));
@@ -556,10 +678,7 @@ mod tests {
     #[test]
     fn an_early_drain_takes_the_full_set_alone() {
         let root = stats(NamingMode::Hierarchical, "/", 0);
-        let visit = |id: &str| {
-            root.enter();
-            root.record(key("GET", 200), MS_1_5, 1, user(id));
-        };
+        let visit = |id: &str| root.record(key("GET", 200), MS_1_5, 1, user(id));
         for id in 0..EARLY_FLUSH_MEMBERS - 1 {
             visit(&id.to_string());
         }
@@ -596,24 +715,30 @@ mod tests {
     fn in_flight_is_sent_while_it_is_or_was_above_zero() {
         let root = stats(NamingMode::Hierarchical, "/", 0);
         assert!(drained(&root).is_empty(), "an idle route sends nothing");
-        root.enter();
-        root.enter();
+        let first = root.enter();
+        let second = root.enter();
         assert_eq!(drained(&root), ["p.root.in_flight:2|g"]);
         assert_eq!(drained(&root), ["p.root.in_flight:2|g"], "every window");
-        root.record(key("GET", 200), MS_1_5, 0, None);
+        first.record(key("GET", 200), MS_1_5, 0, None);
+        drop(first);
         assert!(drained(&root).contains(&"p.root.in_flight:1|g".to_owned()));
-        // Ends on another thread, hence another shard: the sum is what counts.
+        // Ends on another thread: it leaves the shard it entered on.
         std::thread::scope(|scope| {
-            scope.spawn(|| root.record(key("GET", 200), MS_1_5, 0, None));
+            scope.spawn(move || {
+                second.record(key("GET", 200), MS_1_5, 0, None);
+                drop(second);
+            });
         });
         assert!(
             drained(&root).contains(&"p.root.in_flight:0|g".to_owned()),
             "once 0"
         );
         assert!(drained(&root).is_empty(), "then nothing");
+        assert!(!root.in_use());
 
         let tagged = stats(NamingMode::Tagged, "/users/{id}", 0);
-        tagged.enter();
+        let _in_flight = tagged.enter();
+        assert!(tagged.in_use());
         assert_eq!(drained(&tagged), ["p.http.in_flight:1|g|#route:users._id"]);
     }
 

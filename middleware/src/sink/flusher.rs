@@ -391,7 +391,10 @@ impl Flusher {
         // no request is writing to cannot change after this point.
         let finished: Vec<bool> = sources
             .iter()
-            .map(|source| Arc::strong_count(source) == 2 && !source.in_use())
+            .map(|source| {
+                source.release_unused();
+                Arc::strong_count(source) == 2 && !source.in_use()
+            })
             .collect();
         for source in &sources {
             source.drain(&mut self.writer);

@@ -137,4 +137,10 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// sink's own reference (a request in flight). A source nobody else
     /// holds and that is not in use is drained one last time and dropped.
     fn in_use(&self) -> bool;
+
+    /// Lets go of what the source holds for its users and they no longer
+    /// use (the anchors of dropped services, which hold the source in a
+    /// cycle): called before each drain, so a source whose users are all
+    /// gone is retired.
+    fn release_unused(&self);
 }

@@ -1,0 +1,347 @@
+//! What the layer costs a request when several cores serve one router at
+//! once: ONE router (`with_state(())`, static handlers) driven from 1 and
+//! from 2 OS threads, each with its own current-thread runtime calling
+//! `oneshot` on clones of the router, on one shared route and on separate
+//! routes. Bare axum, a no-op `tower::layer::util::Identity` layer and
+//! tower-statsd run the same load in alternating rounds.
+//!
+//! `cargo bench -p tower-statsd --bench cores` prints, per request, the CPU
+//! time of **every thread** of the process (`/proc/self/task/*/schedstat`,
+//! Linux; the worker threads live for the whole run, and the `tower-statsd`
+//! flusher's work is counted: each round ends with a flush), the medians of
+//! what tower-statsd adds over the no-op layer and over bare axum (paired
+//! per round), and the ratio of what it adds with two threads to what it
+//! adds with one.
+//!
+//! "cores busy" is CPU over wall time: about 2 when the two threads really
+//! ran at once. On a machine busy with other work it is lower, and the
+//! threads met on the route's cache lines only that part of the time.
+//!
+//! Target (issue 22): with two threads on one route the layer adds at most
+//! 1.3 times what it adds with one thread, and at most 300 ns.
+//!
+//! Then the same for the layer alone, without axum around it (so its share
+//! is not lost in axum's noise): one service made by the layer, over a
+//! service that answers at once, cloned and called per request as axum's
+//! `Route` does, from 1 and 2 threads, against the same service behind
+//! `Identity`.
+//!
+//! `CORES_ROUNDS` and `CORES_REQUESTS` (per thread and round) override the
+//! defaults.
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use cadence::NopMetricSink;
+use http::Request;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_statsd::Statsd;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/a", get(|| async { "hello" }))
+        .route("/b", get(|| async { "hello" }))
+}
+
+/// One thread's share of a round: `requests` requests of `uri` to `app`.
+struct Job {
+    app: App,
+    uri: &'static str,
+    requests: usize,
+}
+
+/// What a round drives: a router, or one service without a router.
+#[derive(Clone)]
+enum App {
+    Router(Router),
+    Alone(Alone),
+}
+
+/// A service that answers at once, behind a layer: what axum's `Route`
+/// holds for a route, cloned per request.
+type Alone = tower::util::BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>;
+
+fn alone<L>(layer: L) -> Alone
+where
+    L: tower::Layer<
+        tower::util::ServiceFn<
+            fn(Request<Body>) -> std::future::Ready<Result<http::Response<Body>, Infallible>>,
+        >,
+    >,
+    L::Service: tower::Service<Request<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Response: axum::response::IntoResponse,
+    <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
+{
+    fn answer(_: Request<Body>) -> std::future::Ready<Result<http::Response<Body>, Infallible>> {
+        std::future::ready(Ok(http::Response::new(Body::from("hello"))))
+    }
+    let inner = tower::service_fn(answer as fn(_) -> _);
+    Alone::new(
+        layer
+            .layer(inner)
+            .map_response(axum::response::IntoResponse::into_response),
+    )
+}
+
+/// A thread with its own current-thread runtime, alive for the whole run,
+/// so that every thread's CPU stays in `/proc/self/task`.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Worker {
+    fn spawn(name: &str) -> Worker {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (tx, done) = mpsc::channel();
+        thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                for job in rx {
+                    rt.block_on(async {
+                        for _ in 0..job.requests {
+                            match &job.app {
+                                App::Router(app) => request(app, job.uri).await,
+                                App::Alone(svc) => call(svc, job.uri).await,
+                            }
+                        }
+                    });
+                    drop(job);
+                    tx.send(()).expect("the bench waits");
+                }
+            })
+            .expect("a worker thread");
+        Worker { jobs, done }
+    }
+}
+
+/// One request, body collected (the layer records at its end).
+async fn request(app: &Router, uri: &'static str) {
+    let req = Request::get(uri).body(Body::empty()).expect("a request");
+    let response = app.clone().oneshot(req).await.expect("infallible");
+    let body = response.into_body().collect().await.expect("a body");
+    black_box(body);
+}
+
+/// One call of a clone of `svc`, as axum's `Route` makes it, body collected.
+async fn call(svc: &Alone, uri: &'static str) {
+    let req = Request::get(uri).body(Body::empty()).expect("a request");
+    let response = svc.clone().oneshot(req).await.expect("infallible");
+    let body = response.into_body().collect().await.expect("a body");
+    black_box(body);
+}
+
+/// CPU time of every thread of this process so far, in ns (Linux).
+fn process_cpu_ns() -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").expect("Linux /proc") {
+        let path = task.expect("a task").path().join("schedstat");
+        // A thread that ended between the listing and the read: none of
+        // ours end during the run.
+        if let Ok(sched) = std::fs::read_to_string(path) {
+            total += sched
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .expect("schedstat's first field");
+        }
+    }
+    total
+}
+
+/// How a round's load is spread: the route each thread requests.
+struct Scenario {
+    name: &'static str,
+    uris: &'static [&'static str],
+}
+
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "1 thread",
+        uris: &["/a"],
+    },
+    Scenario {
+        name: "2 threads, one route",
+        uris: &["/a", "/a"],
+    },
+    Scenario {
+        name: "2 threads, two routes",
+        uris: &["/a", "/b"],
+    },
+];
+
+/// Per request: CPU ns of all threads, wall ns of the round.
+#[derive(Clone, Copy)]
+struct Cost {
+    cpu: f64,
+    wall: f64,
+}
+
+fn round(workers: &[Worker], app: &App, statsd: &Statsd, s: &Scenario, n: usize) -> Cost {
+    let cpu = process_cpu_ns();
+    let start = Instant::now();
+    for (worker, uri) in workers.iter().zip(s.uris) {
+        worker
+            .jobs
+            .send(Job {
+                app: app.clone(),
+                uri,
+                requests: n,
+            })
+            .expect("a worker");
+    }
+    for worker in &workers[..s.uris.len()] {
+        worker.done.recv().expect("a worker");
+    }
+    // The flusher's work for these requests belongs to them.
+    assert!(statsd.flush());
+    let requests = (n * s.uris.len()) as f64;
+    Cost {
+        cpu: (process_cpu_ns() - cpu) as f64 / requests,
+        wall: start.elapsed().as_nanos() as f64 / requests,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds = env_or("CORES_ROUNDS", 21);
+    let n = env_or("CORES_REQUESTS", 50_000);
+    let statsd = Statsd::builder()
+        .prefix("bench")
+        .build_with(NopMetricSink)
+        .expect("a client on a NopMetricSink");
+    let workers = [Worker::spawn("bench-1"), Worker::spawn("bench-2")];
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "one router from 1 and 2 OS threads ({cores} cores): medians of {rounds} alternating \
+         rounds of {n} requests per thread; CPU of every thread of the process (the flusher's \
+         included) per request"
+    );
+    let routers = [
+        ("bare", App::Router(routes().with_state(()))),
+        (
+            "identity",
+            App::Router(
+                routes()
+                    .layer(tower::layer::util::Identity::new())
+                    .with_state(()),
+            ),
+        ),
+        (
+            "tower-statsd",
+            App::Router(routes().layer(statsd.layer()).with_state(())),
+        ),
+    ];
+    measure(&workers, &statsd, &routers, &SCENARIOS, rounds, n);
+
+    println!(
+        "the layer alone: one service over a service that answers at once, cloned and called \
+         per request, from 1 and 2 threads (same rounds)"
+    );
+    let alone = [
+        (
+            "identity",
+            App::Alone(alone(tower::layer::util::Identity::new())),
+        ),
+        ("tower-statsd", App::Alone(alone(statsd.layer()))),
+    ];
+    measure(&workers, &statsd, &alone, &SCENARIOS[..2], rounds, n);
+    println!(
+        "  metrics dropped by tower-statsd: {}",
+        statsd.sink().dropped()
+    );
+}
+
+/// Runs every scenario with every app in alternating rounds; the last app
+/// is tower-statsd, the one before it the no-op layer.
+fn measure(
+    workers: &[Worker],
+    statsd: &Statsd,
+    apps: &[(&str, App)],
+    scenarios: &[Scenario],
+    rounds: usize,
+    n: usize,
+) {
+    // Warm-up: route stats built, window buffers grown, threads' shards taken.
+    for s in scenarios {
+        for (_, app) in apps {
+            round(workers, app, statsd, s, n / 10);
+        }
+    }
+    // costs[scenario][app][round]
+    let mut costs = vec![vec![Vec::new(); apps.len()]; scenarios.len()];
+    for _ in 0..rounds {
+        for (si, s) in scenarios.iter().enumerate() {
+            for (ai, (_, app)) in apps.iter().enumerate() {
+                costs[si][ai].push(round(workers, app, statsd, s, n));
+            }
+        }
+    }
+    let layer = apps.len() - 1;
+    // Paired per round: the median of the differences.
+    let added = |si: usize, base: usize| {
+        median(
+            costs[si][layer]
+                .iter()
+                .zip(&costs[si][base])
+                .map(|(with, without)| with.cpu - without.cpu)
+                .collect(),
+        )
+    };
+    let mut over_identity = Vec::new();
+    for (si, s) in scenarios.iter().enumerate() {
+        for (ai, (name, _)) in apps.iter().enumerate() {
+            println!(
+                "  {:<22} {name:<13} cpu {:>6.0} ns   wall {:>6.0} ns   cores busy {:.2}",
+                s.name,
+                median(costs[si][ai].iter().map(|c| c.cpu).collect()),
+                median(costs[si][ai].iter().map(|c| c.wall).collect()),
+                median(costs[si][ai].iter().map(|c| c.cpu / c.wall).collect()),
+            );
+        }
+        over_identity.push(added(si, layer - 1));
+        let over_bare = if layer >= 2 {
+            format!(", {:+.0} ns over bare", added(si, 0))
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<22} tower-statsd adds {:+.0} ns cpu over the no-op layer{over_bare}",
+            s.name,
+            added(si, layer - 1),
+        );
+    }
+    let one = over_identity[0];
+    for (si, s) in scenarios.iter().enumerate().skip(1) {
+        println!(
+            "  {:<22} adds {:.2}x what 1 thread adds (target <= 1.3x and <= 300 ns: {:+.0} ns)",
+            s.name,
+            over_identity[si] / one,
+            over_identity[si],
+        );
+    }
+}

@@ -137,6 +137,11 @@ fn client(stack: &Stack, prefix: &str, protocol: Protocol) -> Statsd {
         .host("127.0.0.1")
         .port(stack.statsd_port)
         .prefix(prefix)
+        // The stack's server, in either packing: the handler's own sample
+        // rates go out as they came (the generic profile would repeat a
+        // rated value `1/rate` times instead, and Etsy StatsD's `sum` would
+        // differ).
+        .server(Server::Etsy)
         .protocol(protocol)
         // Nothing leaves before the explicit flush.
         .flush_interval(Duration::from_secs(600))

@@ -21,6 +21,7 @@
 //!
 //! The first test pins the exact bytes of a fixed window in each dialect;
 //! the second checks, for each dialect, which grammars read every line.
+//! Last, each dialect's name as `STATSD_PROTOCOL` takes it and shows it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -33,7 +34,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_statsd::prelude::*;
-use tower_statsd::{NamingMode, Protocol, Server, Statsd};
+use tower_statsd::{NamingMode, Protocol, Server, Statsd, UnknownProtocol};
 
 mod support;
 use support::daemon::{dogstatsd_as_etsy, Daemon};
@@ -595,4 +596,28 @@ fn at_start_one_line_names_the_server_the_packing_and_what_is_not_kept() {
         }
         assert!(line.contains(not_kept), "{not_kept}: {line}");
     }
+}
+
+/// The wire dialects' names, as `STATSD_PROTOCOL` takes them and as they
+/// are shown: each one its own, and read back as itself.
+#[test]
+fn every_dialect_has_its_name_and_reads_back() {
+    for (protocol, name) in [
+        (Protocol::Plain, "plain"),
+        (Protocol::Etsy, "etsy"),
+        (Protocol::DogStatsd, "dogstatsd"),
+    ] {
+        assert_eq!(protocol.as_str(), name);
+        assert_eq!(protocol.to_string(), name);
+        assert_eq!(name.parse::<Protocol>(), Ok(protocol));
+        assert_eq!(
+            format!(" {} ", name.to_ascii_uppercase()).parse::<Protocol>(),
+            Ok(protocol)
+        );
+    }
+    assert_eq!(Protocol::default(), Protocol::Plain);
+    assert_eq!(
+        "graphite".parse::<Protocol>(),
+        Err(UnknownProtocol("graphite".to_owned()))
+    );
 }

@@ -1,5 +1,4 @@
-//! The flusher thread never polls (issue 13's mutation runs found this
-//! untested): between windows it sleeps, so over a second of short windows
+//! The flusher thread never polls: between windows it sleeps, so over a second of short windows
 //! with a line now and then it uses a few milliseconds of CPU. A flusher that
 //! wakes in a loop (a window end or a send time already past, a flush asked
 //! when none was) burns a core instead.

@@ -1,5 +1,4 @@
-//! A route's user set at its limits, through the layer (issue 13's mutation
-//! runs found these untested): the window asks for an early send at exactly
+//! A route's user set at its limits, through the layer: the window asks for an early send at exactly
 //! 1 024 distinct users, and past 65 536 held (the flusher far behind) it
 //! refuses new members and counts each one as dropped.
 

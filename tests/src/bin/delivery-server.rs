@@ -206,24 +206,7 @@ fn run() -> Result<(), String> {
         SERVED.user.load(Relaxed),
         SERVED.user_ok.load(Relaxed),
         SERVED.other.load(Relaxed),
-        process_cpu_ms(),
+        e2e::bench::process_cpu_ms("self").unwrap_or(0),
     );
     Ok(())
-}
-
-/// CPU time of the whole process so far (every thread, the finished ones
-/// too), in ms: `utime + stime` of `/proc/self/stat`, in 10 ms ticks.
-fn process_cpu_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    (ticks(11) + ticks(12)) * 10
 }

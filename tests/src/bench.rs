@@ -76,7 +76,7 @@ pub fn parse_wrk(report: &str) -> Option<Wrk> {
         if line.contains("Socket errors:") {
             // `Socket errors: connect 0, read 1, write 0, timeout 3`
             errors += line
-                .split(|c: char| c == ' ' || c == ',')
+                .split([' ', ','])
                 .filter_map(|f| f.parse::<u64>().ok())
                 .sum::<u64>();
         }

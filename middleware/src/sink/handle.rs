@@ -15,7 +15,8 @@ use std::{fmt, io, thread};
 use cadence::{MetricSink, SinkStats};
 
 use super::aggregate::Aggregator;
-use super::flusher::{Control, Core, Flusher};
+use super::control::Control;
+use super::flusher::{Core, Flusher};
 use super::line;
 use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;

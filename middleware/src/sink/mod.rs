@@ -64,6 +64,7 @@
 //! ```
 
 mod aggregate;
+mod control;
 mod flusher;
 #[cfg(test)]
 mod fuzz;
@@ -77,7 +78,7 @@ mod server;
 pub(crate) mod testing;
 mod transport;
 
-pub(crate) use flusher::Control;
+pub(crate) use control::Control;
 pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
 #[cfg(test)]
 pub(crate) use packet::PacketStats;

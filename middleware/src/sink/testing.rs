@@ -72,3 +72,22 @@ pub(crate) fn lines(packets: &[String]) -> Vec<String> {
 #[path = "../../tests/support/daemon.rs"]
 mod daemon;
 pub(crate) use daemon::{daemon, dogstatsd_as_etsy, Daemon};
+
+/// Runs `f` on a thread of its own and fails if it has not returned
+/// within 5 seconds: a mutant that loops for ever fails the test rather
+/// than hanging it.
+pub(crate) fn within_5s(f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(5)) {
+        Ok(()) => worker.join().unwrap(),
+        // `f` panicked: its own message says why.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("did not return in 5 s"),
+    }
+}

@@ -23,8 +23,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::packet::PacketWriter;
 use super::sample::TimerSample;
+use super::writer::PacketWriter;
 use super::{Metric, Value};
 
 /// Per-name, per-tag-set state. Two levels so a lookup by borrowed `&str`s
@@ -237,10 +237,8 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::super::line::parse;
-    use super::super::packet::PacketStats;
     use super::super::testing::{lines, spy};
     use super::super::Protocol;
     use super::*;
@@ -260,7 +258,7 @@ mod tests {
     /// Drains into packets and returns the lines, sorted (key order is a hash order).
     fn drain(agg: &mut Aggregator) -> Vec<String> {
         let (rx, spy) = spy();
-        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        let (mut out, _) = super::super::testing::pipe(spy, 512);
         out.protocol(Protocol::Etsy);
         agg.drain(&mut out);
         out.flush();
@@ -338,7 +336,7 @@ mod tests {
         add(&mut agg, "g", "", Value::Gauge(1.0));
         add(&mut agg, "g", "", Value::GaugeDelta(-6.0));
         let (rx, spy) = spy();
-        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        let (mut out, _) = super::super::testing::pipe(spy, 512);
         out.protocol(Protocol::Etsy);
         agg.drain(&mut out);
         out.flush();

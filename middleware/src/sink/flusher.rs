@@ -1,31 +1,20 @@
-//! The one background thread (`tower-statsd`): it sleeps until the window
-//! ends, or until a flush, an early drain or shutdown is asked for. At the
-//! window's end it drains every source into packets and sends them, paced
-//! over half a window. An early drain takes only what filled up (a set of
-//! users, a full handler window) and sends it at once, 32 packets a
-//! millisecond. It never polls: with nothing to send it wakes once per
-//! window.
+//! The one background thread (`tower-statsd`) and its wake loop: it sleeps
+//! until the window ends, or until a flush, an early drain or shutdown is
+//! asked for ([`Control::next`]). At the window's end it drains every
+//! source into the [`PacketWriter`], retires the sources nobody holds any
+//! more, and hands the payloads to the [`Forwarder`], which paces them over
+//! half a window. An early drain takes only what filled up (a set of users,
+//! a full handler window) and sends it at once. It never polls: with
+//! nothing to send it wakes once per window.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::aggregate::Aggregator;
 use super::control::{Control, Wake};
-use super::packet::PacketWriter;
+use super::forwarder::Forwarder;
+use super::writer::PacketWriter;
 use super::{Metric, Source, Value};
-
-/// At most this many packets leave at once (16 KB at the default 512 bytes,
-/// far below a daemon's default 208 KB socket buffer); more are spread over
-/// half a window, because a burst of thousands of datagrams overflows that
-/// buffer while the daemon is still parsing the first ones.
-const BURST: usize = 32;
-
-/// The pause between bursts of a flush.
-const FLUSH_GAP: Duration = Duration::from_millis(1);
-
-/// Past this many waiting packets (32 MB at 512 bytes: a daemon far slower
-/// than the application), the excess is sent at once rather than held.
-const MAX_PENDING_PACKETS: usize = 65_536;
 
 /// What the handles and the flusher share.
 #[derive(Debug)]
@@ -50,7 +39,10 @@ impl Core {
 /// The thread's own state.
 pub(super) struct Flusher {
     pub(super) core: Arc<Core>,
+    /// Turns each window into packets.
     pub(super) writer: PacketWriter,
+    /// Sends the packets, paced.
+    pub(super) forwarder: Forwarder,
     /// The swap buffer for `core.lines`: a drained window, capacity kept.
     pub(super) spare: Aggregator,
     pub(super) flush_interval: Duration,
@@ -58,8 +50,6 @@ pub(super) struct Flusher {
     pub(super) max_buffered_values: usize,
     pub(super) dropped_metric: String,
     pub(super) reported_dropped: u64,
-    /// When the next packets leave (see [`Flusher::send_some`]).
-    pub(super) next_send: Instant,
 }
 
 /// The flusher's nice value: under CPU contention (a saturated server on as
@@ -95,10 +85,9 @@ impl Flusher {
         lower_priority();
         let mut window_end = Instant::now() + self.flush_interval;
         loop {
-            let wake_at = if self.writer.pending() > 0 {
-                self.next_send.min(window_end)
-            } else {
-                window_end
+            let wake_at = match self.forwarder.next_send() {
+                Some(next_send) => next_send.min(window_end),
+                None => window_end,
             };
             match self.core.control.next(wake_at) {
                 Wake::Close => {
@@ -111,7 +100,8 @@ impl Flusher {
                 }
                 Wake::Early => {
                     self.drain_full();
-                    self.send_all();
+                    self.forwarder.take(&mut self.writer);
+                    self.forwarder.send_all();
                 }
                 Wake::Time => {}
             }
@@ -119,62 +109,21 @@ impl Flusher {
             if now >= window_end {
                 self.drain();
                 self.writer.seal();
+                self.forwarder.take_window(&mut self.writer, now);
                 window_end = now + self.flush_interval;
-                self.next_send = now;
             }
-            if now >= self.next_send {
-                self.send_some(now);
-            }
+            self.forwarder.send_due(now);
         }
     }
 
-    /// Sends everything now: on a flush and at shutdown. Still `BURST`
-    /// packets at a time, a millisecond apart: a flush of a big window is a
-    /// burst the daemon's socket buffer would not hold otherwise (the whole
-    /// of 10 000 packets leaves in a third of a second).
+    /// Sends everything now: on a flush and at shutdown (still in bursts,
+    /// see [`Forwarder::send_all`]).
     fn flush(&mut self) {
         self.drain();
         self.writer.seal();
-        self.send_all();
-        self.writer.flush();
-    }
-
-    /// Sends every waiting packet now, `BURST` at a time, a millisecond
-    /// apart. Also after an early drain: full sets come at the rate requests
-    /// bring new users, already spread in time, so holding them for half a
-    /// window would only hold memory (half a second of a flood of new users
-    /// is megabytes of lines).
-    fn send_all(&mut self) {
-        // As many bursts as the outbox needs now, a gap before each but the
-        // first: a count fixed up front, so the loop ends whatever
-        // `send_pending` reports.
-        let mut bursts = 0..self.writer.pending().div_ceil(BURST);
-        if bursts.next().is_some() {
-            self.writer.send_pending(BURST);
-        }
-        for _ in bursts {
-            std::thread::sleep(FLUSH_GAP);
-            self.writer.send_pending(BURST);
-        }
-    }
-
-    /// Sends `BURST` packets and sets the time of the next ones, so that
-    /// what waits leaves within half a window: the more waits, the shorter
-    /// the gap. The sending rate follows the rate packets are made at (it
-    /// is the outbox divided by half a window), and no burst is larger than
-    /// `BURST` unless the outbox passes `MAX_PENDING_PACKETS`.
-    fn send_some(&mut self, now: Instant) {
-        let pending = self.writer.pending();
-        if pending > MAX_PENDING_PACKETS {
-            self.writer.send_pending(pending - MAX_PENDING_PACKETS);
-        }
-        let left = self.writer.send_pending(BURST);
-        let gap = if left == 0 {
-            Duration::ZERO
-        } else {
-            (self.flush_interval / 2).mul_f64(BURST as f64 / left.max(BURST) as f64)
-        };
-        self.next_send = now + gap;
+        self.forwarder.take(&mut self.writer);
+        self.forwarder.send_all();
+        self.forwarder.flush_transport();
     }
 
     /// Writes what filled up before the window's end, and nothing else:
@@ -240,7 +189,7 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
-    use super::super::packet::PacketStats;
+    use super::super::forwarder::PacketStats;
     use super::super::testing::{spy, within_5s, Packets};
     use super::*;
 
@@ -253,16 +202,17 @@ mod tests {
             lines: Mutex::new(Aggregator::new(0)),
             sources: Mutex::default(),
         });
-        let writer = PacketWriter::new(Box::new(spy), 5, Arc::new(PacketStats::default()));
+        let stats = Arc::new(PacketStats::default());
+        let forwarder = Forwarder::new(Box::new(spy), 5, flush_interval, stats);
         let flusher = Flusher {
             core,
-            writer,
+            writer: PacketWriter::new(5),
+            forwarder,
             spare: Aggregator::new(0),
             flush_interval,
             max_buffered_values,
             dropped_metric: "dropped".to_owned(),
             reported_dropped: 0,
-            next_send: Instant::now(),
         };
         (rx, flusher)
     }
@@ -271,7 +221,9 @@ mod tests {
     /// last short packet included.
     fn sent_by(rx: &Packets, flusher: &mut Flusher, step: fn(&mut Flusher)) -> Vec<String> {
         step(flusher);
-        flusher.writer.flush();
+        flusher.writer.seal();
+        flusher.forwarder.take(&mut flusher.writer);
+        flusher.forwarder.send_pending(usize::MAX);
         rx.take()
     }
 
@@ -281,57 +233,8 @@ mod tests {
             flusher.writer.push_entry("a:1|c");
         }
         flusher.writer.seal();
-        assert_eq!(flusher.writer.pending(), n);
-    }
-
-    #[test]
-    fn send_some_paces_what_waits_over_half_a_window() {
-        let (rx, mut flusher) = flusher(Duration::from_secs(1), 100);
-        let now = Instant::now();
-        outbox(&mut flusher, 100);
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), BURST);
-        assert_eq!(flusher.writer.pending(), 68);
-        let gap = flusher.next_send - now;
-        let want = Duration::from_millis(500).mul_f64(32.0 / 68.0);
-        assert_eq!(gap, want, "{gap:?}");
-        // Fewer than a burst left: the next burst half a window later.
-        let (rx, mut flusher) = super::tests::flusher(Duration::from_secs(1), 100);
-        outbox(&mut flusher, BURST + 1);
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), BURST);
-        assert_eq!(flusher.next_send - now, Duration::from_millis(500));
-        // The last one: nothing left, no gap.
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), 1);
-        assert_eq!(flusher.next_send, now);
-    }
-
-    #[test]
-    fn send_some_sends_the_excess_over_the_outbox_limit_at_once() {
-        let (rx, mut flusher) = flusher(Duration::from_secs(1), 100);
-        let now = Instant::now();
-        outbox(&mut flusher, MAX_PENDING_PACKETS + 10);
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), 10 + BURST);
-        assert_eq!(flusher.writer.pending(), MAX_PENDING_PACKETS - BURST);
-        // At the limit itself nothing extra goes.
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), BURST);
-    }
-
-    #[test]
-    fn send_all_sends_every_packet_in_bursts() {
-        within_5s(|| {
-            let (rx, mut flusher) = flusher(Duration::from_secs(3600), 100);
-            outbox(&mut flusher, 3 * BURST + 5);
-            let start = Instant::now();
-            flusher.send_all();
-            assert_eq!(rx.take().len(), 3 * BURST + 5);
-            assert_eq!(flusher.writer.pending(), 0);
-            // Three gaps of a millisecond between the four bursts.
-            assert!(start.elapsed() >= 3 * FLUSH_GAP);
-        });
+        flusher.forwarder.take(&mut flusher.writer);
+        assert_eq!(flusher.forwarder.pending(), n);
     }
 
     #[test]
@@ -453,13 +356,13 @@ mod tests {
     #[test]
     fn the_flusher_thread_paces_what_waits() {
         let (rx, mut flusher) = flusher(Duration::from_secs(2), 100);
-        outbox(&mut flusher, BURST + 1);
+        outbox(&mut flusher, 33);
         let core = flusher.core.clone();
         let start = Instant::now();
-        flusher.next_send = start;
+
         let thread = std::thread::spawn(move || flusher.run());
         // A burst at once, long before the window's end...
-        for _ in 0..BURST {
+        for _ in 0..32 {
             assert!(rx.wait(Duration::from_millis(1500)).is_some());
         }
         assert!(start.elapsed() < Duration::from_millis(1500));

@@ -9,7 +9,7 @@
 //! window anyway.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use std::{fmt, io, thread};
 
 use cadence::{MetricSink, SinkStats};
@@ -17,9 +17,10 @@ use cadence::{MetricSink, SinkStats};
 use super::aggregate::Aggregator;
 use super::control::Control;
 use super::flusher::{Core, Flusher};
+use super::forwarder::{Forwarder, PacketStats};
 use super::line;
-use super::packet::{PacketStats, PacketWriter};
 use super::sample::MIN_CAP;
+use super::writer::PacketWriter;
 use super::{Metric, Mismatch, Protocol, Server, Source, Value};
 use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE};
 
@@ -455,17 +456,23 @@ impl AggregatingSinkBuilder {
             lines: Mutex::new(Aggregator::new(timer_cap)),
             sources: Mutex::default(),
         });
-        let mut writer = PacketWriter::new(self.transport, self.max_packet_size, packets.clone());
+        let mut writer = PacketWriter::new(self.max_packet_size);
         writer.protocol(protocol);
+        let forwarder = Forwarder::new(
+            self.transport,
+            self.max_packet_size,
+            self.flush_interval,
+            packets.clone(),
+        );
         let flusher = Flusher {
             core: core.clone(),
             writer,
+            forwarder,
             spare: Aggregator::new(timer_cap),
             flush_interval: self.flush_interval,
             max_buffered_values: self.max_buffered_values,
             dropped_metric: self.dropped_metric,
             reported_dropped: 0,
-            next_send: Instant::now(),
         };
         let thread = thread::Builder::new()
             .name("tower-statsd".to_owned())
@@ -487,6 +494,7 @@ impl AggregatingSinkBuilder {
 mod tests {
     use std::net::UdpSocket;
     use std::sync::mpsc;
+    use std::time::Instant;
 
     use std::future::Future;
 

@@ -3,24 +3,35 @@
 //! layer's per-route statistics are one more source of lines the flusher
 //! drains, like the handlers' metrics.
 //!
-//! The data path, one concern per module:
+//! The data path runs one way: sources (the layer's per-route statistics,
+//! the handlers' window) → writer (a window into payloads for the server's
+//! dialect; no socket, no clock) → forwarder (the transport, the outbox,
+//! pacing, send statistics). One concern per module:
 //!
 //! - `handle`: [`AggregatingSink`], the cadence [`MetricSink`](cadence::MetricSink)
 //!   that handlers' metrics go through ([`emit`](cadence::MetricSink::emit)
 //!   parses the line and folds it into the window in place), and its builder;
-//! - `flusher`: the one `tower-statsd` thread; it sleeps until the window
-//!   ends (or a flush, an early drain or shutdown is asked for), drains every
-//!   source, and paces the packets over half a window;
+//! - `control`: how the handles, the sources and the flusher thread talk:
+//!   flush tickets and wakers, early drains, close, the dropped count;
+//! - `flusher`: the one `tower-statsd` thread and its wake loop; it sleeps
+//!   until the window ends (or a flush, an early drain or shutdown is asked
+//!   for), drains every source into the writer, retires the sources nobody
+//!   holds, and hands the payloads to the forwarder;
 //! - `line`: parsing cadence's `name:value|type[|@rate][|#tags]` lines and
 //!   formatting lines the Etsy daemon reads back exactly;
 //! - `aggregate`: one window of handler metrics (counters summed, sets
 //!   de-duplicated, timers sampled, gauges folded);
 //! - `sample`: a timer's bounded sample with exact counts;
-//! - `protocol`: the wire dialects ([`Protocol`]): how a name's values are packed;
+//! - `protocol`: the wire dialects ([`Protocol`]);
 //! - `server`: the server profiles ([`Server`]): which packing, whether a
 //!   timer may be sampled, what the server keeps;
-//! - `packet`: `\n`-joined lines in packets of at most `max_packet_size`
-//!   bytes, a long multi-value line split under the same name;
+//! - `writer`: `\n`-joined lines in payloads of at most `max_packet_size`
+//!   bytes, the values of one name packed as the dialect says, a long
+//!   multi-value line split under the same name, counts in a lane ahead of
+//!   timer values;
+//! - `forwarder`: the outbox and its buffer pool, pacing over half a
+//!   window, one [`emit`](cadence::MetricSink::emit) per payload, and the
+//!   send statistics;
 //! - `transport`: [`UdpSink`] (lazy, retried DNS) and [`TcpSink`] (lazy,
 //!   retried connection). Any cadence [`MetricSink`](cadence::MetricSink) is
 //!   a transport too: cadence's [`UnixMetricSink`](cadence::UnixMetricSink)
@@ -66,28 +77,29 @@
 mod aggregate;
 mod control;
 mod flusher;
+mod forwarder;
 #[cfg(test)]
 mod fuzz;
 mod handle;
 mod line;
-mod packet;
 mod protocol;
 mod sample;
 mod server;
 #[cfg(test)]
 pub(crate) mod testing;
 mod transport;
+mod writer;
 
 pub(crate) use control::Control;
-pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
 #[cfg(test)]
-pub(crate) use packet::PacketStats;
-pub(crate) use packet::PacketWriter;
+pub(crate) use forwarder::PacketStats;
+pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
 pub use protocol::{Protocol, UnknownProtocol};
 pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
 pub(crate) use server::Mismatch;
 pub use server::{Server, UnknownServer};
 pub use transport::{TcpSink, UdpSink};
+pub(crate) use writer::PacketWriter;
 
 // Interface shared with the rest of the crate; the modules below implement it.
 

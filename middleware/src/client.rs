@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use crate::config::{ConfigError, StatsdBuilder, Transport};
 use crate::layer::StatsdLayer;
 use crate::naming::{sanitize_dotted, NamingMode};
-use crate::sink::{AggregatingSink, TcpSink, UdpSink};
+use crate::sink::{AggregatingSink, Metric, TcpSink, UdpSink, Value};
 
 /// A StatsD client with client-side aggregation, and the factory of
 /// [`StatsdLayer`]s.
@@ -128,7 +128,7 @@ impl Statsd {
     /// A lost packet makes a delta gauge drift; prefer absolute values.
     pub fn gauge_delta(&self, key: &str, delta: f64) {
         if delta.is_finite() {
-            self.send_line(key, &format!("{delta:+}|g"));
+            self.record(key, Value::GaugeDelta(delta));
         }
     }
 
@@ -136,7 +136,7 @@ impl Statsd {
     /// cadence's `Duration` timer, which truncates to whole milliseconds.
     pub fn timing_ms(&self, key: &str, ms: f64) {
         if ms.is_finite() && ms >= 0.0 {
-            self.send_line(key, &format!("{ms:.3}|ms"));
+            self.record(key, Value::Timer { ms, rate: 1.0 });
         }
     }
 
@@ -175,7 +175,9 @@ impl Statsd {
         }
     }
 
-    fn send_line(&self, key: &str, value_and_type: &str) {
+    /// Hands `value` to the sink under the prefixed, sanitized `key`, as a
+    /// typed metric: nothing formatted here, nothing parsed there.
+    fn record(&self, key: &str, value: Value<'_>) {
         let key = sanitize_dotted(key);
         if key.is_empty() {
             // No name left to send under (`"..."`, `""`): dropped and
@@ -183,14 +185,16 @@ impl Statsd {
             self.inner.sink.control().count_dropped(1);
             return;
         }
-        let line = if self.inner.prefix.is_empty() {
-            format!("{key}:{value_and_type}")
+        let name = if self.inner.prefix.is_empty() {
+            key
         } else {
-            format!("{}.{key}:{value_and_type}", self.inner.prefix)
+            format!("{}.{key}", self.inner.prefix)
         };
-        // A line this client formatted is always valid; a full window is
-        // counted by the sink.
-        let _ = self.inner.sink.emit(&line);
+        self.inner.sink.record(Metric {
+            name: &name,
+            tags: "",
+            value,
+        });
     }
 }
 

@@ -227,11 +227,22 @@ impl std::future::Future for FlushFuture {
     }
 }
 
-impl MetricSink for AggregatingSink {
-    /// Folds a line a cadence client formatted into the current window.
-    /// Never blocks on I/O. An invalid line is dropped, counted, and an
-    /// `InvalidInput` error returned.
-    fn emit(&self, metric: &str) -> io::Result<usize> {
+impl AggregatingSink {
+    /// Folds one metric this crate made (a handler's gauge delta or float
+    /// timing) into the current window: no line formatted, none parsed.
+    /// Never blocks on I/O; a window far over its size drops it, counted.
+    pub(crate) fn record(&self, metric: Metric<'_>) {
+        let _ = self.fold(|add| add(metric));
+    }
+
+    /// Gives `write` the way into the handlers' window and returns what it
+    /// returns, or drops everything, counted, when the window is far over
+    /// its size. What the server cannot read is made into what it can: no
+    /// tags (the metric is merged with its untagged twin) rather than a
+    /// line it rejects, and a timer value the handler sampled itself
+    /// repeated `1/rate` times, unrated, rather than a rate it misreads. A
+    /// window that fills up asks for an early drain.
+    fn fold<R>(&self, write: impl FnOnce(&mut dyn FnMut(Metric<'_>)) -> R) -> io::Result<R> {
         let handle = &*self.handle;
         let mut lines = handle.core.lines();
         let held = lines.len();
@@ -243,15 +254,11 @@ impl MetricSink for AggregatingSink {
                 "tower-statsd window is full and the flusher is behind; metric dropped",
             ));
         }
-        // What the server cannot read is made into what it can: no tags
-        // (the metric is merged with its untagged twin) rather than a line
-        // it rejects, and a timer value the handler sampled itself repeated
-        // `1/rate` times, unrated, rather than a rate it misreads.
         let (keep_tags, keep_rates) = (
             handle.server.reads_tags(),
             handle.server.reads_timer_rates(),
         );
-        let parsed = line::parse_each(metric, &mut |m| {
+        let written = write(&mut |m| {
             let m = if keep_tags {
                 m
             } else {
@@ -274,10 +281,19 @@ impl MetricSink for AggregatingSink {
         if full {
             handle.core.control.drain_early();
         }
-        match parsed {
+        Ok(written)
+    }
+}
+
+impl MetricSink for AggregatingSink {
+    /// Folds a line a cadence client formatted into the current window.
+    /// Never blocks on I/O. An invalid line is dropped, counted, and an
+    /// `InvalidInput` error returned.
+    fn emit(&self, metric: &str) -> io::Result<usize> {
+        match self.fold(|add| line::parse_each(metric, add))? {
             Ok(()) => Ok(metric.len()),
             Err(error) => {
-                handle.core.control.count_dropped(1);
+                self.handle.core.control.count_dropped(1);
                 tracing::debug!(%error, line = %metric, "invalid statsd line dropped");
                 Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use crate::config::{ConfigError, StatsdBuilder, Transport};
 use crate::layer::StatsdLayer;
 use crate::naming::{sanitize_dotted, NamingMode};
+use crate::sink::settings::{Settings, DROPPED_METRIC};
 use crate::sink::{AggregatingSink, Metric, TcpSink, UdpSink, Value};
 
 /// A StatsD client with client-side aggregation, and the factory of
@@ -213,21 +214,21 @@ impl StatsdBuilder {
     /// Fails only on a configuration that cannot work or when no local socket
     /// can be opened; an unreachable or unresolvable daemon is not an error.
     pub fn build(self) -> Result<Statsd, ConfigError> {
-        self.validate()?;
+        let settings = self.settings()?;
         match &self.transport {
             Transport::Udp => {
                 let udp = UdpSink::new(self.host.clone(), self.port, self.ipv6)?;
-                self.build_with(udp)
+                self.start(udp, settings)
             }
             Transport::Tcp => {
                 let tcp = TcpSink::new(self.host.clone(), self.port);
-                self.build_with(tcp)
+                self.start(tcp, settings)
             }
             #[cfg(unix)]
             Transport::Unix(path) => {
                 let socket = std::os::unix::net::UnixDatagram::unbound()?;
                 let unix = cadence::UnixMetricSink::from(path, socket);
-                self.build_with(unix)
+                self.start(unix, settings)
             }
             #[cfg(not(unix))]
             Transport::Unix(_) => Err(ConfigError::Io(std::io::Error::new(
@@ -256,22 +257,22 @@ impl StatsdBuilder {
     where
         T: MetricSink + Send + Sync + 'static,
     {
-        self.validate()?;
-        let (server, protocol, timer_cap) = self.profile()?;
+        let settings = self.settings()?;
+        self.start(transport, settings)
+    }
+
+    /// Starts the sink with settings validated once, and the client on it.
+    fn start<T>(self, transport: T, settings: Settings) -> Result<Statsd, ConfigError>
+    where
+        T: MetricSink + Send + Sync + 'static,
+    {
         let prefix = sanitize_dotted(&self.prefix);
         let dropped = if prefix.is_empty() {
-            "tower_statsd.dropped".to_owned()
+            DROPPED_METRIC.to_owned()
         } else {
-            format!("{prefix}.tower_statsd.dropped")
+            format!("{prefix}.{DROPPED_METRIC}")
         };
-        let sink = AggregatingSink::builder(transport)
-            .flush_interval(self.flush_interval)
-            .max_packet_size(self.max_packet_size)
-            .server(server)
-            .protocol(protocol)
-            .max_timer_samples(timer_cap)
-            .dropped_metric(dropped)
-            .build()?;
+        let sink = AggregatingSink::start(Box::new(transport), settings, dropped)?;
         let client = StatsdClient::builder(&prefix, sink.clone())
             .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"))
             .build();

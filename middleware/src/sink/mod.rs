@@ -85,6 +85,7 @@ mod line;
 mod protocol;
 mod sample;
 mod server;
+pub(crate) mod settings;
 #[cfg(test)]
 pub(crate) mod testing;
 mod transport;
@@ -95,8 +96,7 @@ pub(crate) use control::Control;
 pub(crate) use forwarder::PacketStats;
 pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
 pub use protocol::{Protocol, UnknownProtocol};
-pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
-pub(crate) use server::Mismatch;
+pub(crate) use sample::TimerSample;
 pub use server::{Server, UnknownServer};
 pub use transport::{TcpSink, UdpSink};
 pub(crate) use writer::PacketWriter;

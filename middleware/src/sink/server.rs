@@ -270,7 +270,7 @@ impl Server {
     /// where the server reads rates, every value where it does not).
     pub(crate) fn timer_cap(self, asked: Option<usize>) -> Result<usize, Mismatch> {
         match asked {
-            None if self.reads_timer_rates() => Ok(crate::config::DEFAULT_MAX_TIMER_SAMPLES),
+            None if self.reads_timer_rates() => Ok(super::settings::DEFAULT_MAX_TIMER_SAMPLES),
             None | Some(0) => Ok(0),
             Some(_) if !self.reads_timer_rates() => Err(Mismatch::Sampling(self)),
             Some(cap) => Ok(cap),

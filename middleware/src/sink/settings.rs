@@ -107,7 +107,7 @@ impl Requested {
             return Err(Invalid::TimerSamplesTooSmall(cap));
         }
         let (server, protocol) = Server::resolve(self.server, self.protocol)?;
-        let timer_cap = server.timer_cap(self.max_timer_samples)?;
+        let timer_cap = server.timer_cap(self.max_timer_samples, DEFAULT_MAX_TIMER_SAMPLES)?;
         Ok(Settings {
             flush_interval: self.flush_interval,
             max_packet_size: self.max_packet_size,

@@ -23,9 +23,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::metric::{Metric, Value};
 use super::sample::TimerSample;
 use super::writer::PacketWriter;
-use super::{Metric, Value};
 
 /// Per-name, per-tag-set state. Two levels so a lookup by borrowed `&str`s
 /// finds an existing key without allocating.
@@ -239,8 +239,8 @@ impl Aggregator {
 mod tests {
 
     use super::super::line::parse;
+    use super::super::protocol::Protocol;
     use super::super::testing::{lines, spy};
-    use super::super::Protocol;
     use super::*;
 
     fn count(value: f64, rate: f64) -> Value<'static> {

@@ -13,8 +13,32 @@ use std::time::{Duration, Instant};
 use super::aggregate::Aggregator;
 use super::control::{Control, Wake};
 use super::forwarder::Forwarder;
+use super::metric::{Metric, Value};
 use super::writer::PacketWriter;
-use super::{Metric, Source, Value};
+
+/// Something that records metrics in place and writes them when the
+/// flusher asks: the layer's per-route statistics.
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
+    /// Writes what was recorded since the last call to `out`, and starts a
+    /// new window.
+    fn drain(&self, out: &mut PacketWriter);
+
+    /// Writes only what filled up before the window's end (a route's set of
+    /// users past its early-drain size) and leaves the rest of the window
+    /// to its end: counters and timer samples keep their whole window.
+    fn drain_full(&self, out: &mut PacketWriter);
+
+    /// Whether something may still record into this source besides the
+    /// sink's own reference (a request in flight). A source nobody else
+    /// holds and that is not in use is drained one last time and dropped.
+    fn in_use(&self) -> bool;
+
+    /// Lets go of what the source holds for its users and they no longer
+    /// use (the anchors of dropped services, which hold the source in a
+    /// cycle): called before each drain, so a source whose users are all
+    /// gone is retired.
+    fn release_unused(&self);
+}
 
 /// What the handles and the flusher share.
 #[derive(Debug)]

@@ -30,10 +30,13 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use super::aggregate::Aggregator;
+use super::handle::AggregatingSink;
 use super::line::{parse, parse_each, write_field, write_metric, LineError};
+use super::metric::{Metric, Value};
+use super::protocol::Protocol;
+use super::server::Server;
 use super::testing::{dogstatsd_as_etsy, Daemon};
 use super::testing::{pipe, spy};
-use super::{AggregatingSink, Metric, Protocol, Server, Value};
 
 /// Hand-made inputs that have broken (or could break) StatsD code somewhere.
 const NASTY: &[&str] = &[

@@ -16,12 +16,15 @@ use cadence::{MetricSink, SinkStats};
 
 use super::aggregate::Aggregator;
 use super::control::Control;
+use super::flusher::Source;
 use super::flusher::{Core, Flusher};
 use super::forwarder::{Forwarder, PacketStats};
 use super::line;
+use super::metric::{Metric, Value};
+use super::protocol::Protocol;
+use super::server::Server;
 use super::settings::{Requested, Settings, DROPPED_METRIC};
 use super::writer::PacketWriter;
-use super::{Metric, Protocol, Server, Source, Value};
 
 /// Most copies of one sampled handler timer value sent, unrated, to a
 /// server that misreads rates (a rate below 1/1 000 counts as 1/1 000).

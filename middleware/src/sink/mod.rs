@@ -82,6 +82,7 @@ mod forwarder;
 mod fuzz;
 mod handle;
 mod line;
+mod metric;
 mod protocol;
 mod sample;
 mod server;
@@ -92,68 +93,13 @@ mod transport;
 mod writer;
 
 pub(crate) use control::Control;
+pub(crate) use flusher::Source;
 #[cfg(test)]
 pub(crate) use forwarder::PacketStats;
 pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
+pub(crate) use metric::{Metric, Value};
 pub use protocol::{Protocol, UnknownProtocol};
 pub(crate) use sample::TimerSample;
 pub use server::{Server, UnknownServer};
 pub use transport::{TcpSink, UdpSink};
 pub(crate) use writer::PacketWriter;
-
-// Interface shared with the rest of the crate; the modules below implement it.
-
-/// One metric operation, borrowed from wherever it was produced (a request
-/// record or a parsed cadence line). Only the four types the Etsy daemon
-/// understands exist here: `c`, `ms`, `g`, `s`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Metric<'a> {
-    /// Full metric name, prefix included, already safe (`[A-Za-z0-9_.-]`).
-    pub(crate) name: &'a str,
-    /// DogStatsD tags without the leading `#` (`route:root,method:GET`), or `""`.
-    pub(crate) tags: &'a str,
-    /// What happened.
-    pub(crate) value: Value<'a>,
-}
-
-/// The value of a [`Metric`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Value<'a> {
-    /// Counter increment; `rate` is the sample rate (1.0 = every event).
-    Count { value: f64, rate: f64 },
-    /// One timer observation in float milliseconds, with its sample rate.
-    Timer { ms: f64, rate: f64 },
-    /// One value of a DogStatsD distribution (`|d`), with its sample rate;
-    /// written only in the DogStatsD dialect (Etsy StatsD would count it).
-    Distribution { value: f64, rate: f64 },
-    /// Absolute gauge value.
-    Gauge(f64),
-    /// Relative gauge change.
-    GaugeDelta(f64),
-    /// Set member, already safe (no `\n`, `:`, `|`, `#`, whitespace).
-    Set(&'a str),
-}
-
-/// Something that records metrics in place and writes them when the
-/// flusher asks: the layer's per-route statistics.
-pub(crate) trait Source: Send + Sync + std::fmt::Debug {
-    /// Writes what was recorded since the last call to `out`, and starts a
-    /// new window.
-    fn drain(&self, out: &mut PacketWriter);
-
-    /// Writes only what filled up before the window's end (a route's set of
-    /// users past its early-drain size) and leaves the rest of the window
-    /// to its end: counters and timer samples keep their whole window.
-    fn drain_full(&self, out: &mut PacketWriter);
-
-    /// Whether something may still record into this source besides the
-    /// sink's own reference (a request in flight). A source nobody else
-    /// holds and that is not in use is drained one last time and dropped.
-    fn in_use(&self) -> bool;
-
-    /// Lets go of what the source holds for its users and they no longer
-    /// use (the anchors of dropped services, which hold the source in a
-    /// cycle): called before each drain, so a source whose users are all
-    /// gone is retired.
-    fn release_unused(&self);
-}

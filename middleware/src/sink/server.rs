@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::Protocol;
+use super::protocol::Protocol;
 
 /// Which StatsD server the packets go to (`STATSD_SERVER`).
 ///

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use super::protocol::Protocol;
 use super::sample::MIN_CAP;
 use super::server::Mismatch;
-use super::{Protocol, Server};
+use super::server::Server;
 
 /// pystatsd's default `STATSD_MAXUDPSIZE`: the default largest packet, in
 /// bytes, on every transport.

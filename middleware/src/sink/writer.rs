@@ -21,7 +21,8 @@
 use super::line::{
     tags_len, write_field, write_metric, write_ms, write_number, write_rate, write_tags,
 };
-use super::{Metric, Protocol, Value};
+use super::metric::{Metric, Value};
+use super::protocol::Protocol;
 
 /// Which packets leave first (see the module's docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

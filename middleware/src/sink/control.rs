@@ -195,9 +195,9 @@ fn extract(waiting: &mut Vec<(u64, Waker)>, done: impl Fn(&(u64, Waker)) -> bool
     ready
 }
 
-/// Whether an early drain is asked and not yet taken.
 #[cfg(test)]
 impl Control {
+    /// Whether an early drain is asked and not yet taken.
     pub(super) fn early_asked(&self) -> bool {
         self.lock().early
     }

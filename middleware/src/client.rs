@@ -16,7 +16,8 @@ use pin_project_lite::pin_project;
 use crate::config::{ConfigError, StatsdBuilder, Transport};
 use crate::layer::StatsdLayer;
 use crate::naming::{sanitize_dotted, NamingMode};
-use crate::sink::{AggregatingSink, TcpSink, UdpSink};
+use crate::sink::settings::{Settings, DROPPED_METRIC};
+use crate::sink::{AggregatingSink, Metric, TcpSink, UdpSink, Value};
 
 /// A StatsD client with client-side aggregation, and the factory of
 /// [`StatsdLayer`]s.
@@ -128,7 +129,7 @@ impl Statsd {
     /// A lost packet makes a delta gauge drift; prefer absolute values.
     pub fn gauge_delta(&self, key: &str, delta: f64) {
         if delta.is_finite() {
-            self.send_line(key, &format!("{delta:+}|g"));
+            self.record(key, Value::GaugeDelta(delta));
         }
     }
 
@@ -136,7 +137,7 @@ impl Statsd {
     /// cadence's `Duration` timer, which truncates to whole milliseconds.
     pub fn timing_ms(&self, key: &str, ms: f64) {
         if ms.is_finite() && ms >= 0.0 {
-            self.send_line(key, &format!("{ms:.3}|ms"));
+            self.record(key, Value::Timer { ms, rate: 1.0 });
         }
     }
 
@@ -175,7 +176,9 @@ impl Statsd {
         }
     }
 
-    fn send_line(&self, key: &str, value_and_type: &str) {
+    /// Hands `value` to the sink under the prefixed, sanitized `key`, as a
+    /// typed metric: nothing formatted here, nothing parsed there.
+    fn record(&self, key: &str, value: Value<'_>) {
         let key = sanitize_dotted(key);
         if key.is_empty() {
             // No name left to send under (`"..."`, `""`): dropped and
@@ -183,14 +186,16 @@ impl Statsd {
             self.inner.sink.control().count_dropped(1);
             return;
         }
-        let line = if self.inner.prefix.is_empty() {
-            format!("{key}:{value_and_type}")
+        let name = if self.inner.prefix.is_empty() {
+            key
         } else {
-            format!("{}.{key}:{value_and_type}", self.inner.prefix)
+            format!("{}.{key}", self.inner.prefix)
         };
-        // A line this client formatted is always valid; a full window is
-        // counted by the sink.
-        let _ = self.inner.sink.emit(&line);
+        self.inner.sink.record(Metric {
+            name: &name,
+            tags: "",
+            value,
+        });
     }
 }
 
@@ -209,21 +214,21 @@ impl StatsdBuilder {
     /// Fails only on a configuration that cannot work or when no local socket
     /// can be opened; an unreachable or unresolvable daemon is not an error.
     pub fn build(self) -> Result<Statsd, ConfigError> {
-        self.validate()?;
+        let settings = self.settings()?;
         match &self.transport {
             Transport::Udp => {
                 let udp = UdpSink::new(self.host.clone(), self.port, self.ipv6)?;
-                self.build_with(udp)
+                self.start(udp, settings)
             }
             Transport::Tcp => {
                 let tcp = TcpSink::new(self.host.clone(), self.port);
-                self.build_with(tcp)
+                self.start(tcp, settings)
             }
             #[cfg(unix)]
             Transport::Unix(path) => {
                 let socket = std::os::unix::net::UnixDatagram::unbound()?;
                 let unix = cadence::UnixMetricSink::from(path, socket);
-                self.build_with(unix)
+                self.start(unix, settings)
             }
             #[cfg(not(unix))]
             Transport::Unix(_) => Err(ConfigError::Io(std::io::Error::new(
@@ -252,22 +257,22 @@ impl StatsdBuilder {
     where
         T: MetricSink + Send + Sync + 'static,
     {
-        self.validate()?;
-        let (server, protocol, timer_cap) = self.profile()?;
+        let settings = self.settings()?;
+        self.start(transport, settings)
+    }
+
+    /// Starts the sink with settings validated once, and the client on it.
+    fn start<T>(self, transport: T, settings: Settings) -> Result<Statsd, ConfigError>
+    where
+        T: MetricSink + Send + Sync + 'static,
+    {
         let prefix = sanitize_dotted(&self.prefix);
         let dropped = if prefix.is_empty() {
-            "tower_statsd.dropped".to_owned()
+            DROPPED_METRIC.to_owned()
         } else {
-            format!("{prefix}.tower_statsd.dropped")
+            format!("{prefix}.{DROPPED_METRIC}")
         };
-        let sink = AggregatingSink::builder(transport)
-            .flush_interval(self.flush_interval)
-            .max_packet_size(self.max_packet_size)
-            .server(server)
-            .protocol(protocol)
-            .max_timer_samples(timer_cap)
-            .dropped_metric(dropped)
-            .build()?;
+        let sink = AggregatingSink::start(Box::new(transport), settings, dropped)?;
         let client = StatsdClient::builder(&prefix, sink.clone())
             .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"))
             .build();

@@ -7,22 +7,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::naming::NamingMode;
-use crate::sink::{Mismatch, Protocol, Server};
+use crate::sink::settings::{Invalid, Requested, Settings};
+use crate::sink::{Protocol, Server};
 
-/// pystatsd's default `STATSD_MAXUDPSIZE`.
-pub const DEFAULT_MAX_UDP_SIZE: usize = 512;
-/// The smallest packet size accepted: one metric line must fit.
-pub const MIN_MAX_UDP_SIZE: usize = 64;
-/// Default aggregation window; keep it at or below the daemon's flush interval.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default number of values kept per timer and window before sampling, for
-/// a [`Server`] that reads sample rates on timers
-/// (`metrics-exporter-dogstatsd`'s reservoir size; the measurement behind it
-/// is in the repository's
-/// [docs/delivery.md](https://github.com/tower-statsd/tower-statsd/blob/main/docs/delivery.md#timers-above-the-cap)).
-/// Where the server misreads rates (collectd, netdata, the generic default)
-/// every value is sent.
-pub const DEFAULT_MAX_TIMER_SAMPLES: usize = 1_024;
+pub use crate::sink::settings::{
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_TIMER_SAMPLES, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE,
+};
 
 /// How packets reach the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,8 +52,9 @@ pub enum ConfigError {
     /// Port 0 cannot be sent to.
     #[error("the StatsD port is 0: set STATSD_PORT or call `.port(..)` (default: 8125)")]
     ZeroPort,
-    /// The packet size cannot hold a metric line.
-    #[error("max UDP size {0} is too small: use at least {MIN_MAX_UDP_SIZE} bytes (default: 512; 1432 suits most LANs, 8932 jumbo frames)")]
+    /// The packet size (`STATSD_MAXUDPSIZE`, `max_packet_size`, on every
+    /// transport) cannot hold a metric line.
+    #[error("max packet size {0} is too small: set STATSD_MAXUDPSIZE or call `.max_packet_size(..)` with at least {MIN_MAX_UDP_SIZE} bytes (default: 512; 1432 suits most LANs, 8932 jumbo frames)")]
     MaxUdpSizeTooSmall(usize),
     /// A zero flush interval would busy-loop.
     #[error("the flush interval must be above zero: set STATSD_FLUSH_MS or call `.flush_interval(..)` (default: 1000 ms)")]
@@ -347,7 +338,9 @@ impl StatsdBuilder {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// The delivery settings, validated by the sink's rules (the same for
+    /// both builders), and the checks of this builder's own settings.
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
         if !matches!(self.transport, Transport::Unix(_)) {
             if self.host.trim().is_empty() {
                 return Err(ConfigError::EmptyHost);
@@ -356,33 +349,49 @@ impl StatsdBuilder {
                 return Err(ConfigError::ZeroPort);
             }
         }
-        if self.max_packet_size < MIN_MAX_UDP_SIZE {
-            return Err(ConfigError::MaxUdpSizeTooSmall(self.max_packet_size));
+        let settings = Requested {
+            flush_interval: self.flush_interval,
+            max_packet_size: self.max_packet_size,
+            max_timer_samples: self.max_timer_samples,
+            protocol: self.protocol,
+            server: self.server,
+            ..Requested::default()
         }
-        if self.flush_interval.is_zero() {
-            return Err(ConfigError::ZeroFlushInterval);
+        .validate()?;
+        if self.naming == NamingMode::Tagged && !settings.server.reads_tags() {
+            return Err(ConfigError::ServerCannotRead(format!(
+                "STATSD_SERVER={} does not read tags: use STATSD_NAMING=hierarchical, \
+                 or name a server that reads them (etsy, statsd_exporter, datadog, vector, \
+                 gostatsd)",
+                settings.server
+            )));
         }
-        if let Some(cap @ 1..crate::sink::MIN_TIMER_SAMPLES) = self.max_timer_samples {
-            return Err(ConfigError::MaxTimerSamplesTooSmall(cap));
-        }
-        self.profile()?;
-        Ok(())
+        Ok(settings)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().map(drop)
     }
 
     /// The server, its packing and the timer cap, as resolved from what was
     /// set ([`Server`]'s rules).
+    #[cfg(test)]
     pub(crate) fn profile(&self) -> Result<(Server, Protocol, usize), ConfigError> {
-        let cannot = |e: Mismatch| ConfigError::ServerCannotRead(e.to_string());
-        let (server, protocol) = Server::resolve(self.server, self.protocol).map_err(cannot)?;
-        let cap = server.timer_cap(self.max_timer_samples).map_err(cannot)?;
-        if self.naming == NamingMode::Tagged && !server.reads_tags() {
-            return Err(ConfigError::ServerCannotRead(format!(
-                "STATSD_SERVER={server} does not read tags: use STATSD_NAMING=hierarchical, \
-                 or name a server that reads them (etsy, statsd_exporter, datadog, vector, \
-                 gostatsd)"
-            )));
+        let s = self.settings()?;
+        Ok((s.server, s.protocol, s.timer_cap))
+    }
+}
+
+/// Each refusal of the sink's rules, in this builder's words.
+impl From<Invalid> for ConfigError {
+    fn from(invalid: Invalid) -> Self {
+        match invalid {
+            Invalid::PacketSizeTooSmall(size) => ConfigError::MaxUdpSizeTooSmall(size),
+            Invalid::ZeroFlushInterval => ConfigError::ZeroFlushInterval,
+            Invalid::TimerSamplesTooSmall(cap) => ConfigError::MaxTimerSamplesTooSmall(cap),
+            Invalid::Server(mismatch) => ConfigError::ServerCannotRead(mismatch.to_string()),
         }
-        Ok((server, protocol, cap))
     }
 }
 

@@ -548,8 +548,8 @@ mod tests {
 
     use super::*;
     use crate::naming::Naming;
-    use crate::sink::testing::{daemon, lines, spy};
-    use crate::sink::{PacketStats, Protocol};
+    use crate::sink::testing::{daemon, lines, pipe, spy};
+    use crate::sink::Protocol;
     use crate::UserKey;
 
     fn stats(mode: NamingMode, template: &str, cap: usize) -> RouteStats {
@@ -585,7 +585,7 @@ mod tests {
     /// The lines a route's window drains to, sorted.
     fn drained(stats: &RouteStats) -> Vec<String> {
         let (rx, spy) = spy();
-        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        let (mut out, _) = pipe(spy, 512);
         // Etsy's packing: a timer's values on one line, easy to compare.
         out.protocol(Protocol::Etsy);
         stats.drain(&mut out, &mut Merged::default());
@@ -684,7 +684,7 @@ mod tests {
         }
         let full_sets = |stats: &RouteStats| {
             let (rx, spy) = spy();
-            let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+            let (mut out, _) = pipe(spy, 512);
             stats.drain_full_sets(&mut out);
             out.flush();
             lines(&rx.take())

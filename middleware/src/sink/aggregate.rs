@@ -23,9 +23,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::packet::PacketWriter;
+use super::metric::{Metric, Value};
 use super::sample::TimerSample;
-use super::{Metric, Value};
+use super::writer::PacketWriter;
 
 /// Per-name, per-tag-set state. Two levels so a lookup by borrowed `&str`s
 /// finds an existing key without allocating.
@@ -237,12 +237,10 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::super::line::parse;
-    use super::super::packet::PacketStats;
+    use super::super::protocol::Protocol;
     use super::super::testing::{lines, spy};
-    use super::super::Protocol;
     use super::*;
 
     fn count(value: f64, rate: f64) -> Value<'static> {
@@ -260,7 +258,7 @@ mod tests {
     /// Drains into packets and returns the lines, sorted (key order is a hash order).
     fn drain(agg: &mut Aggregator) -> Vec<String> {
         let (rx, spy) = spy();
-        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        let (mut out, _) = super::super::testing::pipe(spy, 512);
         out.protocol(Protocol::Etsy);
         agg.drain(&mut out);
         out.flush();
@@ -338,7 +336,7 @@ mod tests {
         add(&mut agg, "g", "", Value::Gauge(1.0));
         add(&mut agg, "g", "", Value::GaugeDelta(-6.0));
         let (rx, spy) = spy();
-        let mut out = PacketWriter::new(Box::new(spy), 512, Arc::new(PacketStats::default()));
+        let (mut out, _) = super::super::testing::pipe(spy, 512);
         out.protocol(Protocol::Etsy);
         agg.drain(&mut out);
         out.flush();

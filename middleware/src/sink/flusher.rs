@@ -1,218 +1,43 @@
-//! The one background thread (`tower-statsd`): it sleeps until the window
-//! ends, or until a flush, an early drain or shutdown is asked for. At the
-//! window's end it drains every source into packets and sends them, paced
-//! over half a window. An early drain takes only what filled up (a set of
-//! users, a full handler window) and sends it at once, 32 packets a
-//! millisecond. It never polls: with nothing to send it wakes once per
-//! window.
+//! The one background thread (`tower-statsd`) and its wake loop: it sleeps
+//! until the window ends, or until a flush, an early drain or shutdown is
+//! asked for ([`Control::next`]). At the window's end it drains every
+//! source into the [`PacketWriter`], retires the sources nobody holds any
+//! more, and hands the payloads to the [`Forwarder`], which paces them over
+//! half a window. An early drain takes only what filled up (a set of users,
+//! a full handler window) and sends it at once. It never polls: with
+//! nothing to send it wakes once per window.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::aggregate::Aggregator;
-use super::packet::PacketWriter;
-use super::{Metric, Source, Value};
+use super::control::{Control, Wake};
+use super::forwarder::Forwarder;
+use super::metric::{Metric, Value};
+use super::writer::PacketWriter;
 
-/// At most this many packets leave at once (16 KB at the default 512 bytes,
-/// far below a daemon's default 208 KB socket buffer); more are spread over
-/// half a window, because a burst of thousands of datagrams overflows that
-/// buffer while the daemon is still parsing the first ones.
-const BURST: usize = 32;
+/// Something that records metrics in place and writes them when the
+/// flusher asks: the layer's per-route statistics.
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
+    /// Writes what was recorded since the last call to `out`, and starts a
+    /// new window.
+    fn drain(&self, out: &mut PacketWriter);
 
-/// The pause between bursts of a flush.
-const FLUSH_GAP: Duration = Duration::from_millis(1);
+    /// Writes only what filled up before the window's end (a route's set of
+    /// users past its early-drain size) and leaves the rest of the window
+    /// to its end: counters and timer samples keep their whole window.
+    fn drain_full(&self, out: &mut PacketWriter);
 
-/// Past this many waiting packets (32 MB at 512 bytes: a daemon far slower
-/// than the application), the excess is sent at once rather than held.
-const MAX_PENDING_PACKETS: usize = 65_536;
+    /// Whether something may still record into this source besides the
+    /// sink's own reference (a request in flight). A source nobody else
+    /// holds and that is not in use is drained one last time and dropped.
+    fn in_use(&self) -> bool;
 
-/// How the handles, the sources and the flusher thread talk: requests to
-/// the thread, and the count of metrics dropped anywhere.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    state: Mutex<State>,
-    changed: Condvar,
-    dropped: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    flushes_asked: u64,
-    flushes_done: u64,
-    early: bool,
-    closing: bool,
-    exited: bool,
-    /// Async flushes waiting, with the flush each waits for.
-    waiting: Vec<(u64, Waker)>,
-}
-
-/// Why the flusher woke.
-enum Wake {
-    Close,
-    Flush(u64),
-    Early,
-    Time,
-}
-
-impl Control {
-    /// A window is full: asks the flusher to drain every source now. Never
-    /// blocks for longer than a lock the flusher holds only to read a flag.
-    pub(crate) fn drain_early(&self) {
-        self.lock().early = true;
-        self.changed.notify_all();
-    }
-
-    /// Counts metrics dropped; reported with the next window.
-    pub(crate) fn count_dropped(&self, n: u64) {
-        self.dropped.fetch_add(n, Relaxed);
-    }
-
-    /// Metrics dropped since the start.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
-    }
-
-    /// Asks for everything to be sent now and waits until it is, up to
-    /// `timeout`. `false` on timeout or when the flusher is gone.
-    pub(crate) fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
-        if state.exited {
-            return false;
-        }
-        state.flushes_asked += 1;
-        let ticket = state.flushes_asked;
-        self.changed.notify_all();
-        while state.flushes_done < ticket && !state.exited {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self.wait(state, left);
-        }
-        state.flushes_done >= ticket
-    }
-
-    /// Asks for everything to be sent now, without waiting: the ticket to
-    /// poll with [`poll_flushed`](Self::poll_flushed), `None` when the
-    /// flusher is gone.
-    pub(crate) fn ask_flush(&self) -> Option<u64> {
-        let mut state = self.lock();
-        if state.exited {
-            return None;
-        }
-        state.flushes_asked += 1;
-        let ticket = state.flushes_asked;
-        self.changed.notify_all();
-        Some(ticket)
-    }
-
-    /// Whether flush `ticket` is done (`true`) or never will be (`false`);
-    /// pending otherwise, and `cx` is woken when it is.
-    pub(crate) fn poll_flushed(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
-        let mut state = self.lock();
-        if state.flushes_done >= ticket {
-            return Poll::Ready(true);
-        }
-        if state.exited {
-            return Poll::Ready(false);
-        }
-        match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
-            Some((_, waker)) => waker.clone_from(cx.waker()),
-            None => state.waiting.push((ticket, cx.waker().clone())),
-        }
-        Poll::Pending
-    }
-
-    /// Tells the flusher to send everything and exit; waits for it up to
-    /// `timeout`.
-    pub(crate) fn close(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
-        state.closing = true;
-        self.changed.notify_all();
-        while !state.exited {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            state = self.wait(state, left);
-        }
-    }
-
-    /// Tells the flusher to exit without waiting (when dropped on the
-    /// flusher thread itself, which cannot wait for itself).
-    pub(crate) fn close_now(&self) {
-        self.lock().closing = true;
-        self.changed.notify_all();
-    }
-
-    /// Sleeps until something is asked of the flusher, or until `until`.
-    fn next(&self, until: Instant) -> Wake {
-        let mut state = self.lock();
-        loop {
-            if state.closing {
-                return Wake::Close;
-            }
-            if state.flushes_asked > state.flushes_done {
-                return Wake::Flush(state.flushes_asked);
-            }
-            if std::mem::take(&mut state.early) {
-                return Wake::Early;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Wake::Time;
-            }
-            state = self.wait(state, left);
-        }
-    }
-
-    fn flushed(&self, ticket: u64) {
-        let mut state = self.lock();
-        state.flushes_done = state.flushes_done.max(ticket);
-        let done = state.flushes_done;
-        let ready: Vec<Waker> = extract(&mut state.waiting, |(t, _)| *t <= done);
-        self.changed.notify_all();
-        drop(state);
-        ready.into_iter().for_each(Waker::wake);
-    }
-
-    fn exited(&self) {
-        let mut state = self.lock();
-        state.exited = true;
-        let all: Vec<Waker> = extract(&mut state.waiting, |_| true);
-        self.changed.notify_all();
-        drop(state);
-        all.into_iter().for_each(Waker::wake);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn wait<'a>(&self, state: MutexGuard<'a, State>, left: Duration) -> MutexGuard<'a, State> {
-        self.changed
-            .wait_timeout(state, left)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-    }
-}
-
-/// Takes the wakers of the entries that `done` selects out of `waiting`.
-fn extract(waiting: &mut Vec<(u64, Waker)>, done: impl Fn(&(u64, Waker)) -> bool) -> Vec<Waker> {
-    let mut ready = Vec::new();
-    let mut i = 0;
-    while i < waiting.len() {
-        if done(&waiting[i]) {
-            ready.push(waiting.swap_remove(i).1);
-        } else {
-            i += 1;
-        }
-    }
-    ready
+    /// Lets go of what the source holds for its users and they no longer
+    /// use (the anchors of dropped services, which hold the source in a
+    /// cycle): called before each drain, so a source whose users are all
+    /// gone is retired.
+    fn release_unused(&self);
 }
 
 /// What the handles and the flusher share.
@@ -238,7 +63,10 @@ impl Core {
 /// The thread's own state.
 pub(super) struct Flusher {
     pub(super) core: Arc<Core>,
+    /// Turns each window into packets.
     pub(super) writer: PacketWriter,
+    /// Sends the packets, paced.
+    pub(super) forwarder: Forwarder,
     /// The swap buffer for `core.lines`: a drained window, capacity kept.
     pub(super) spare: Aggregator,
     pub(super) flush_interval: Duration,
@@ -246,8 +74,6 @@ pub(super) struct Flusher {
     pub(super) max_buffered_values: usize,
     pub(super) dropped_metric: String,
     pub(super) reported_dropped: u64,
-    /// When the next packets leave (see [`Flusher::send_some`]).
-    pub(super) next_send: Instant,
 }
 
 /// The flusher's nice value: under CPU contention (a saturated server on as
@@ -283,10 +109,9 @@ impl Flusher {
         lower_priority();
         let mut window_end = Instant::now() + self.flush_interval;
         loop {
-            let wake_at = if self.writer.pending() > 0 {
-                self.next_send.min(window_end)
-            } else {
-                window_end
+            let wake_at = match self.forwarder.next_send() {
+                Some(next_send) => next_send.min(window_end),
+                None => window_end,
             };
             match self.core.control.next(wake_at) {
                 Wake::Close => {
@@ -299,7 +124,8 @@ impl Flusher {
                 }
                 Wake::Early => {
                     self.drain_full();
-                    self.send_all();
+                    self.forwarder.take(&mut self.writer);
+                    self.forwarder.send_all();
                 }
                 Wake::Time => {}
             }
@@ -307,62 +133,21 @@ impl Flusher {
             if now >= window_end {
                 self.drain();
                 self.writer.seal();
+                self.forwarder.take_window(&mut self.writer, now);
                 window_end = now + self.flush_interval;
-                self.next_send = now;
             }
-            if now >= self.next_send {
-                self.send_some(now);
-            }
+            self.forwarder.send_due(now);
         }
     }
 
-    /// Sends everything now: on a flush and at shutdown. Still `BURST`
-    /// packets at a time, a millisecond apart: a flush of a big window is a
-    /// burst the daemon's socket buffer would not hold otherwise (the whole
-    /// of 10 000 packets leaves in a third of a second).
+    /// Sends everything now: on a flush and at shutdown (still in bursts,
+    /// see [`Forwarder::send_all`]).
     fn flush(&mut self) {
         self.drain();
         self.writer.seal();
-        self.send_all();
-        self.writer.flush();
-    }
-
-    /// Sends every waiting packet now, `BURST` at a time, a millisecond
-    /// apart. Also after an early drain: full sets come at the rate requests
-    /// bring new users, already spread in time, so holding them for half a
-    /// window would only hold memory (half a second of a flood of new users
-    /// is megabytes of lines).
-    fn send_all(&mut self) {
-        // As many bursts as the outbox needs now, a gap before each but the
-        // first: a count fixed up front, so the loop ends whatever
-        // `send_pending` reports.
-        let mut bursts = 0..self.writer.pending().div_ceil(BURST);
-        if bursts.next().is_some() {
-            self.writer.send_pending(BURST);
-        }
-        for _ in bursts {
-            std::thread::sleep(FLUSH_GAP);
-            self.writer.send_pending(BURST);
-        }
-    }
-
-    /// Sends `BURST` packets and sets the time of the next ones, so that
-    /// what waits leaves within half a window: the more waits, the shorter
-    /// the gap. The sending rate follows the rate packets are made at (it
-    /// is the outbox divided by half a window), and no burst is larger than
-    /// `BURST` unless the outbox passes `MAX_PENDING_PACKETS`.
-    fn send_some(&mut self, now: Instant) {
-        let pending = self.writer.pending();
-        if pending > MAX_PENDING_PACKETS {
-            self.writer.send_pending(pending - MAX_PENDING_PACKETS);
-        }
-        let left = self.writer.send_pending(BURST);
-        let gap = if left == 0 {
-            Duration::ZERO
-        } else {
-            (self.flush_interval / 2).mul_f64(BURST as f64 / left.max(BURST) as f64)
-        };
-        self.next_send = now + gap;
+        self.forwarder.take(&mut self.writer);
+        self.forwarder.send_all();
+        self.forwarder.flush_transport();
     }
 
     /// Writes what filled up before the window's end, and nothing else:
@@ -428,30 +213,9 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-    use super::super::packet::PacketStats;
-    use super::super::testing::{spy, Packets};
+    use super::super::forwarder::PacketStats;
+    use super::super::testing::{spy, within_5s, Packets};
     use super::*;
-
-    /// Runs `f` on a thread of its own and fails if it has not returned
-    /// within 5 seconds: a mutant that loops for ever fails the test rather
-    /// than hanging it.
-    fn within_5s(f: impl FnOnce() + Send + 'static) {
-        let (done, finished) = std::sync::mpsc::channel();
-        let worker = std::thread::spawn(move || {
-            f();
-            let _ = done.send(());
-        });
-        match finished.recv_timeout(Duration::from_secs(5)) {
-            Ok(()) => worker.join().unwrap(),
-            // `f` panicked: its own message says why.
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                std::panic::resume_unwind(worker.join().unwrap_err())
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("did not return in 5 s"),
-        }
-    }
 
     /// A flusher whose thread is not started: its steps are called by the
     /// test. Packets of at most 5 bytes, so each `a:1|c` is a packet.
@@ -462,16 +226,17 @@ mod tests {
             lines: Mutex::new(Aggregator::new(0)),
             sources: Mutex::default(),
         });
-        let writer = PacketWriter::new(Box::new(spy), 5, Arc::new(PacketStats::default()));
+        let stats = Arc::new(PacketStats::default());
+        let forwarder = Forwarder::new(Box::new(spy), 5, flush_interval, stats);
         let flusher = Flusher {
             core,
-            writer,
+            writer: PacketWriter::new(5),
+            forwarder,
             spare: Aggregator::new(0),
             flush_interval,
             max_buffered_values,
             dropped_metric: "dropped".to_owned(),
             reported_dropped: 0,
-            next_send: Instant::now(),
         };
         (rx, flusher)
     }
@@ -480,7 +245,9 @@ mod tests {
     /// last short packet included.
     fn sent_by(rx: &Packets, flusher: &mut Flusher, step: fn(&mut Flusher)) -> Vec<String> {
         step(flusher);
-        flusher.writer.flush();
+        flusher.writer.seal();
+        flusher.forwarder.take(&mut flusher.writer);
+        flusher.forwarder.send_pending(usize::MAX);
         rx.take()
     }
 
@@ -490,216 +257,8 @@ mod tests {
             flusher.writer.push_entry("a:1|c");
         }
         flusher.writer.seal();
-        assert_eq!(flusher.writer.pending(), n);
-    }
-
-    /// A waker that counts its wakes.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, SeqCst);
-        }
-    }
-
-    fn waker() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count::default());
-        (count.clone(), Waker::from(count))
-    }
-
-    #[test]
-    fn extract_takes_the_done_entries_and_keeps_the_rest() {
-        within_5s(|| {
-            let counts: Vec<(Arc<Count>, Waker)> = (0..5).map(|_| waker()).collect();
-            let mut waiting: Vec<(u64, Waker)> = [3, 1, 4, 2, 5]
-                .into_iter()
-                .zip(&counts)
-                .map(|(ticket, (_, waker))| (ticket, waker.clone()))
-                .collect();
-            let ready = extract(&mut waiting, |(ticket, _)| *ticket <= 2);
-            assert_eq!(ready.len(), 2);
-            ready.into_iter().for_each(Waker::wake);
-            let woken: Vec<usize> = counts.iter().map(|(c, _)| c.0.load(SeqCst)).collect();
-            assert_eq!(woken, [0, 1, 0, 1, 0]);
-            let mut left: Vec<u64> = waiting.iter().map(|(t, _)| *t).collect();
-            left.sort_unstable();
-            assert_eq!(left, [3, 4, 5]);
-            assert!(extract(&mut waiting, |_| false).is_empty());
-            assert_eq!(extract(&mut waiting, |_| true).len(), 3);
-            assert!(waiting.is_empty());
-        });
-    }
-
-    #[test]
-    fn tickets_count_up_and_each_waiter_is_woken_when_its_flush_is_done() {
-        within_5s(|| {
-            let control = Control::default();
-            assert_eq!(control.ask_flush(), Some(1));
-            assert_eq!(control.ask_flush(), Some(2));
-            assert_eq!(control.ask_flush(), Some(3));
-            let (one, waker_one) = waker();
-            let (two, waker_two) = waker();
-            let (three, waker_three) = waker();
-            let cx = |waker| Context::from_waker(waker);
-            assert!(control.poll_flushed(1, &mut cx(&waker_one)).is_pending());
-            assert!(control.poll_flushed(2, &mut cx(&waker_two)).is_pending());
-            assert!(control.poll_flushed(3, &mut cx(&waker_three)).is_pending());
-            // Polled again with a new waker: that one replaces the old one.
-            let (two_again, waker_two_again) = waker();
-            assert!(control
-                .poll_flushed(2, &mut cx(&waker_two_again))
-                .is_pending());
-            assert_eq!(control.lock().waiting.len(), 3);
-            // Flushes 1 and 2 done: their waiters are woken, 3 still waits.
-            control.flushed(2);
-            assert_eq!(one.0.load(SeqCst), 1);
-            assert_eq!(two.0.load(SeqCst), 0, "replaced");
-            assert_eq!(two_again.0.load(SeqCst), 1);
-            assert_eq!(three.0.load(SeqCst), 0);
-            assert_eq!(
-                control.poll_flushed(2, &mut cx(&waker_two)),
-                Poll::Ready(true)
-            );
-            assert!(control.poll_flushed(3, &mut cx(&waker_three)).is_pending());
-            // The flusher exits: 3 will never be done, and says so.
-            control.exited();
-            assert_eq!(three.0.load(SeqCst), 1);
-            assert_eq!(
-                control.poll_flushed(3, &mut cx(&waker_three)),
-                Poll::Ready(false)
-            );
-            assert_eq!(
-                control.poll_flushed(1, &mut cx(&waker_one)),
-                Poll::Ready(true)
-            );
-            assert_eq!(control.ask_flush(), None);
-            assert!(!control.flush(Duration::from_secs(5)));
-        });
-    }
-
-    /// A stand-in for the flusher thread: answers flushes until closed.
-    fn answer_flushes(control: Arc<Control>) -> std::thread::JoinHandle<u64> {
-        std::thread::spawn(move || {
-            let mut flushes = 0;
-            loop {
-                let until = Instant::now() + Duration::from_secs(3600);
-                match control.next(until) {
-                    Wake::Flush(ticket) => {
-                        flushes += 1;
-                        control.flushed(ticket);
-                    }
-                    Wake::Close => {
-                        control.exited();
-                        return flushes;
-                    }
-                    Wake::Early | Wake::Time => {}
-                }
-            }
-        })
-    }
-
-    #[test]
-    fn a_flush_returns_as_soon_as_the_flusher_has_done_it() {
-        within_5s(|| {
-            let control = Arc::new(Control::default());
-            let thread = answer_flushes(control.clone());
-            for _ in 0..3 {
-                // Far longer than the test may take: it returns when done.
-                assert!(control.flush(Duration::from_secs(3600)));
-            }
-            control.close(Duration::from_secs(3600));
-            assert_eq!(thread.join().unwrap(), 3);
-            assert!(!control.flush(Duration::from_secs(3600)));
-        });
-    }
-
-    #[test]
-    fn a_flush_nobody_answers_waits_for_its_timeout() {
-        let control = Control::default();
-        let start = Instant::now();
-        assert!(!control.flush(Duration::from_millis(200)));
-        assert!(start.elapsed() >= Duration::from_millis(200));
-        // Asked, still not done.
-        assert!(matches!(control.next(Instant::now()), Wake::Flush(1)));
-    }
-
-    #[test]
-    fn the_flusher_is_woken_for_what_was_asked_and_otherwise_sleeps() {
-        within_5s(|| {
-            let control = Control::default();
-            let soon = Instant::now() + Duration::from_millis(100);
-            assert!(matches!(control.next(soon), Wake::Time));
-            assert!(Instant::now() >= soon);
-            control.drain_early();
-            assert!(matches!(control.next(soon), Wake::Early));
-            assert!(
-                matches!(control.next(Instant::now()), Wake::Time),
-                "taken once"
-            );
-            assert_eq!(control.ask_flush(), Some(1));
-            assert!(matches!(control.next(soon), Wake::Flush(1)));
-            control.flushed(1);
-            assert!(matches!(control.next(Instant::now()), Wake::Time));
-            control.close_now();
-            assert!(matches!(control.next(soon), Wake::Close));
-            control.count_dropped(2);
-            control.count_dropped(3);
-            assert_eq!(control.dropped(), 5);
-        });
-    }
-
-    #[test]
-    fn send_some_paces_what_waits_over_half_a_window() {
-        let (rx, mut flusher) = flusher(Duration::from_secs(1), 100);
-        let now = Instant::now();
-        outbox(&mut flusher, 100);
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), BURST);
-        assert_eq!(flusher.writer.pending(), 68);
-        let gap = flusher.next_send - now;
-        let want = Duration::from_millis(500).mul_f64(32.0 / 68.0);
-        assert_eq!(gap, want, "{gap:?}");
-        // Fewer than a burst left: the next burst half a window later.
-        let (rx, mut flusher) = super::tests::flusher(Duration::from_secs(1), 100);
-        outbox(&mut flusher, BURST + 1);
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), BURST);
-        assert_eq!(flusher.next_send - now, Duration::from_millis(500));
-        // The last one: nothing left, no gap.
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), 1);
-        assert_eq!(flusher.next_send, now);
-    }
-
-    #[test]
-    fn send_some_sends_the_excess_over_the_outbox_limit_at_once() {
-        let (rx, mut flusher) = flusher(Duration::from_secs(1), 100);
-        let now = Instant::now();
-        outbox(&mut flusher, MAX_PENDING_PACKETS + 10);
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), 10 + BURST);
-        assert_eq!(flusher.writer.pending(), MAX_PENDING_PACKETS - BURST);
-        // At the limit itself nothing extra goes.
-        flusher.send_some(now);
-        assert_eq!(rx.take().len(), BURST);
-    }
-
-    #[test]
-    fn send_all_sends_every_packet_in_bursts() {
-        within_5s(|| {
-            let (rx, mut flusher) = flusher(Duration::from_secs(3600), 100);
-            outbox(&mut flusher, 3 * BURST + 5);
-            let start = Instant::now();
-            flusher.send_all();
-            assert_eq!(rx.take().len(), 3 * BURST + 5);
-            assert_eq!(flusher.writer.pending(), 0);
-            // Three gaps of a millisecond between the four bursts.
-            assert!(start.elapsed() >= 3 * FLUSH_GAP);
-        });
+        flusher.forwarder.take(&mut flusher.writer);
+        assert_eq!(flusher.forwarder.pending(), n);
     }
 
     #[test]
@@ -769,7 +328,7 @@ mod tests {
             .tiny_packets(5)
             .build()
             .unwrap();
-        let early = || sink.control().lock().early;
+        let early = || sink.control().early_asked();
         for line in ["a:1|c", "b:1|c", "c:1|c"] {
             sink.emit(line).unwrap();
         }
@@ -782,7 +341,10 @@ mod tests {
         assert!(!early(), "2 of 3 values: not full");
         sink.emit("f:1|c").unwrap();
         assert!(early(), "full");
-        sink.control().lock().early = false;
+        assert!(
+            matches!(sink.control().next(Instant::now()), Wake::Early),
+            "taken"
+        );
         sink.emit("g:1|c").unwrap();
         assert!(!early(), "asked once, when it filled up");
         drop(release);
@@ -818,13 +380,13 @@ mod tests {
     #[test]
     fn the_flusher_thread_paces_what_waits() {
         let (rx, mut flusher) = flusher(Duration::from_secs(2), 100);
-        outbox(&mut flusher, BURST + 1);
+        outbox(&mut flusher, 33);
         let core = flusher.core.clone();
         let start = Instant::now();
-        flusher.next_send = start;
+
         let thread = std::thread::spawn(move || flusher.run());
         // A burst at once, long before the window's end...
-        for _ in 0..BURST {
+        for _ in 0..32 {
             assert!(rx.wait(Duration::from_millis(1500)).is_some());
         }
         assert!(start.elapsed() < Duration::from_millis(1500));

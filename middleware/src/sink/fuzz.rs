@@ -24,18 +24,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use super::aggregate::Aggregator;
+use super::handle::AggregatingSink;
 use super::line::{parse, parse_each, write_field, write_metric, LineError};
-use super::packet::{PacketStats, PacketWriter};
-use super::testing::spy;
+use super::metric::{Metric, Value};
+use super::protocol::Protocol;
+use super::server::Server;
 use super::testing::{dogstatsd_as_etsy, Daemon};
-use super::{AggregatingSink, Metric, Protocol, Server, Value};
+use super::testing::{pipe, spy};
 
 /// Hand-made inputs that have broken (or could break) StatsD code somewhere.
 const NASTY: &[&str] = &[
@@ -492,8 +493,7 @@ fn check_pipeline(lines: &[String], max: usize, drains: &[bool]) -> Result<(), S
         (false, Protocol::Plain),
     ] {
         let (rx, sink) = spy();
-        let stats = Arc::new(PacketStats::default());
-        let mut writer = PacketWriter::new(Box::new(sink), max, stats.clone());
+        let (mut writer, stats) = pipe(sink, max);
         writer.protocol(protocol);
         let mut agg = Aggregator::new(0);
         for (i, line) in valid.iter().enumerate() {

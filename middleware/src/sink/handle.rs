@@ -9,18 +9,22 @@
 //! window anyway.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use std::{fmt, io, thread};
 
 use cadence::{MetricSink, SinkStats};
 
 use super::aggregate::Aggregator;
-use super::flusher::{Control, Core, Flusher};
+use super::control::Control;
+use super::flusher::Source;
+use super::flusher::{Core, Flusher};
+use super::forwarder::{Forwarder, PacketStats};
 use super::line;
-use super::packet::{PacketStats, PacketWriter};
-use super::sample::MIN_CAP;
-use super::{Metric, Mismatch, Protocol, Server, Source, Value};
-use crate::config::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_UDP_SIZE, MIN_MAX_UDP_SIZE};
+use super::metric::{Metric, Value};
+use super::protocol::Protocol;
+use super::server::Server;
+use super::settings::{Requested, Settings, DROPPED_METRIC};
+use super::writer::PacketWriter;
 
 /// Most copies of one sampled handler timer value sent, unrated, to a
 /// server that misreads rates (a rate below 1/1 000 counts as 1/1 000).
@@ -116,15 +120,66 @@ impl AggregatingSink {
     {
         AggregatingSinkBuilder {
             transport: Box::new(transport),
-            flush_interval: DEFAULT_FLUSH_INTERVAL,
-            max_packet_size: DEFAULT_MAX_UDP_SIZE,
-            max_buffered_values: 4_096,
-            max_timer_samples: None,
-            protocol: None,
-            server: None,
-            dropped_metric: "tower_statsd.dropped".to_owned(),
-            check_packet_size: true,
+            requested: Requested::default(),
+            dropped_metric: DROPPED_METRIC.to_owned(),
+            tiny_packets: None,
         }
+    }
+
+    /// Starts the flusher thread (`tower-statsd`) with settings already
+    /// validated: the one way both builders start a sink.
+    pub(crate) fn start(
+        transport: Box<dyn MetricSink + Send>,
+        settings: Settings,
+        dropped_metric: String,
+    ) -> io::Result<AggregatingSink> {
+        let Settings {
+            flush_interval,
+            max_packet_size,
+            max_buffered_values,
+            timer_cap,
+            server,
+            protocol,
+        } = settings;
+        tracing::info!(
+            %server,
+            %protocol,
+            timer_cap,
+            not_kept = %server.losses(timer_cap).join("; "),
+            "tower-statsd sends to a StatsD server of this profile"
+        );
+        let packets = Arc::new(PacketStats::default());
+        let core = Arc::new(Core {
+            control: Arc::default(),
+            lines: Mutex::new(Aggregator::new(timer_cap)),
+            sources: Mutex::default(),
+        });
+        let mut writer = PacketWriter::new(max_packet_size);
+        writer.protocol(protocol);
+        let forwarder = Forwarder::new(transport, max_packet_size, flush_interval, packets.clone());
+        let flusher = Flusher {
+            core: core.clone(),
+            writer,
+            forwarder,
+            spare: Aggregator::new(timer_cap),
+            flush_interval,
+            max_buffered_values,
+            dropped_metric,
+            reported_dropped: 0,
+        };
+        let thread = thread::Builder::new()
+            .name("tower-statsd".to_owned())
+            .spawn(move || flusher.run())?;
+        Ok(AggregatingSink {
+            handle: Arc::new(Handle {
+                core,
+                packets,
+                max_buffered_values,
+                timer_cap,
+                server,
+                flusher: thread.thread().clone(),
+            }),
+        })
     }
 
     /// Sends everything aggregated so far, and waits until the transport has
@@ -225,11 +280,22 @@ impl std::future::Future for FlushFuture {
     }
 }
 
-impl MetricSink for AggregatingSink {
-    /// Folds a line a cadence client formatted into the current window.
-    /// Never blocks on I/O. An invalid line is dropped, counted, and an
-    /// `InvalidInput` error returned.
-    fn emit(&self, metric: &str) -> io::Result<usize> {
+impl AggregatingSink {
+    /// Folds one metric this crate made (a handler's gauge delta or float
+    /// timing) into the current window: no line formatted, none parsed.
+    /// Never blocks on I/O; a window far over its size drops it, counted.
+    pub(crate) fn record(&self, metric: Metric<'_>) {
+        let _ = self.fold(|add| add(metric));
+    }
+
+    /// Gives `write` the way into the handlers' window and returns what it
+    /// returns, or drops everything, counted, when the window is far over
+    /// its size. What the server cannot read is made into what it can: no
+    /// tags (the metric is merged with its untagged twin) rather than a
+    /// line it rejects, and a timer value the handler sampled itself
+    /// repeated `1/rate` times, unrated, rather than a rate it misreads. A
+    /// window that fills up asks for an early drain.
+    fn fold<R>(&self, write: impl FnOnce(&mut dyn FnMut(Metric<'_>)) -> R) -> io::Result<R> {
         let handle = &*self.handle;
         let mut lines = handle.core.lines();
         let held = lines.len();
@@ -241,15 +307,11 @@ impl MetricSink for AggregatingSink {
                 "tower-statsd window is full and the flusher is behind; metric dropped",
             ));
         }
-        // What the server cannot read is made into what it can: no tags
-        // (the metric is merged with its untagged twin) rather than a line
-        // it rejects, and a timer value the handler sampled itself repeated
-        // `1/rate` times, unrated, rather than a rate it misreads.
         let (keep_tags, keep_rates) = (
             handle.server.reads_tags(),
             handle.server.reads_timer_rates(),
         );
-        let parsed = line::parse_each(metric, &mut |m| {
+        let written = write(&mut |m| {
             let m = if keep_tags {
                 m
             } else {
@@ -272,10 +334,19 @@ impl MetricSink for AggregatingSink {
         if full {
             handle.core.control.drain_early();
         }
-        match parsed {
+        Ok(written)
+    }
+}
+
+impl MetricSink for AggregatingSink {
+    /// Folds a line a cadence client formatted into the current window.
+    /// Never blocks on I/O. An invalid line is dropped, counted, and an
+    /// `InvalidInput` error returned.
+    fn emit(&self, metric: &str) -> io::Result<usize> {
+        match self.fold(|add| line::parse_each(metric, add))? {
             Ok(()) => Ok(metric.len()),
             Err(error) => {
-                handle.core.control.count_dropped(1);
+                self.handle.core.control.count_dropped(1);
                 tracing::debug!(%error, line = %metric, "invalid statsd line dropped");
                 Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -327,74 +398,77 @@ impl Drop for Handle {
 }
 
 /// Configures an [`AggregatingSink`]; from [`AggregatingSink::builder`].
+///
+/// Each setting follows the same rule as in [`StatsdBuilder`](crate::StatsdBuilder):
+/// a value outside what it accepts makes [`build`](Self::build) fail
+/// (`InvalidInput`); it is never silently raised.
 pub struct AggregatingSinkBuilder {
     transport: Box<dyn MetricSink + Send>,
-    flush_interval: Duration,
-    max_packet_size: usize,
-    max_buffered_values: usize,
-    max_timer_samples: Option<usize>,
-    protocol: Option<Protocol>,
-    server: Option<Server>,
+    requested: Requested,
     dropped_metric: String,
-    check_packet_size: bool,
+    /// Any packet size, even one no line fits in (tests of the packing).
+    tiny_packets: Option<usize>,
 }
 
 impl fmt::Debug for AggregatingSinkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.requested;
         f.debug_struct("AggregatingSinkBuilder")
-            .field("flush_interval", &self.flush_interval)
-            .field("max_packet_size", &self.max_packet_size)
-            .field("max_buffered_values", &self.max_buffered_values)
-            .field("max_timer_samples", &self.max_timer_samples)
-            .field("protocol", &self.protocol)
-            .field("server", &self.server)
+            .field("flush_interval", &r.flush_interval)
+            .field("max_packet_size", &r.max_packet_size)
+            .field("max_buffered_values", &r.max_buffered_values)
+            .field("max_timer_samples", &r.max_timer_samples)
+            .field("protocol", &r.protocol)
+            .field("server", &r.server)
             .field("dropped_metric", &self.dropped_metric)
             .finish_non_exhaustive()
     }
 }
 
 impl AggregatingSinkBuilder {
-    /// How often the window is sent (default 1 second). Keep it at or below
-    /// the daemon's own flush interval (statsd: 10 seconds).
+    /// How often the window is sent (default 1 second; zero makes
+    /// [`build`](Self::build) fail). Keep it at or below the daemon's own
+    /// flush interval (statsd: 10 seconds).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
-        self.flush_interval = interval.max(Duration::from_millis(1));
+        self.requested.flush_interval = interval;
         self
     }
 
-    /// Largest packet in bytes (default 512, pystatsd's `STATSD_MAXUDPSIZE`,
-    /// safe on any network; at least [`MIN_MAX_UDP_SIZE`](crate::MIN_MAX_UDP_SIZE),
-    /// or [`build`](Self::build) fails). A single line longer than this is
+    /// Largest packet in bytes on any transport (default 512, pystatsd's
+    /// `STATSD_MAXUDPSIZE`, safe on any network; at least
+    /// [`MIN_MAX_UDP_SIZE`](crate::MIN_MAX_UDP_SIZE), or
+    /// [`build`](Self::build) fails). A single line longer than this is
     /// still sent, alone.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
-        self.max_packet_size = bytes;
+        self.requested.max_packet_size = bytes;
         self
     }
 
     /// Any packet size, even one no line fits in: for tests of the packing.
     #[cfg(test)]
     pub(crate) fn tiny_packets(mut self, bytes: usize) -> Self {
-        self.max_packet_size = bytes.max(1);
-        self.check_packet_size = false;
+        self.tiny_packets = Some(bytes.max(1));
         self
     }
 
     /// How many handler values a window may hold before it is sent early
-    /// (default 4 096): distinct set members, counter and gauge keys,
-    /// timer values.
+    /// (default 4 096; 0 counts as 1): distinct set members, counter and
+    /// gauge keys, timer values.
     pub fn max_buffered_values(mut self, values: usize) -> Self {
-        self.max_buffered_values = values.max(1);
+        self.requested.max_buffered_values = values;
         self
     }
 
     /// Values kept per timer and window (default: 1 024 for a
     /// [`Server`] that reads sample rates on timers, every value for one
-    /// that does not; 0 keeps every value). Beyond it a uniform sample is
-    /// sent with sample rates that keep the daemon's `count` exact, and the
-    /// window's minimum and maximum are always in it. Values below 64 count
-    /// as 64. A cap for a server that misreads rates (collectd, netdata,
-    /// the generic default) makes [`build`](Self::build) fail.
+    /// that does not; 0 keeps every value, otherwise at least 64, or
+    /// [`build`](Self::build) fails). Beyond it a uniform sample is sent
+    /// with sample rates that keep the daemon's `count` exact, and the
+    /// window's minimum and maximum are always in it. A cap for a server
+    /// that misreads rates (collectd, netdata, the generic default) makes
+    /// [`build`](Self::build) fail.
     pub fn max_timer_samples(mut self, values: usize) -> Self {
-        self.max_timer_samples = Some(if values == 0 { 0 } else { values.max(MIN_CAP) });
+        self.requested.max_timer_samples = Some(values);
         self
     }
 
@@ -405,7 +479,7 @@ impl AggregatingSinkBuilder {
     /// Datadog agent). Counters are summed and set members de-duplicated
     /// per window in every dialect.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = Some(protocol);
+        self.requested.protocol = Some(protocol);
         self
     }
 
@@ -413,7 +487,7 @@ impl AggregatingSinkBuilder {
     /// read right by every server): decides the packing, whether timers are
     /// sampled, and what is logged at start as not kept.
     pub fn server(mut self, server: Server) -> Self {
-        self.server = Some(server);
+        self.requested.server = Some(server);
         self
     }
 
@@ -424,61 +498,23 @@ impl AggregatingSinkBuilder {
         self
     }
 
-    /// Starts the flusher thread (`tower-statsd`). Fails if the packet size
-    /// is below [`MIN_MAX_UDP_SIZE`](crate::MIN_MAX_UDP_SIZE) (one metric
-    /// line must fit) or the thread cannot be spawned.
+    /// Starts the flusher thread (`tower-statsd`). Fails (`InvalidInput`,
+    /// saying what to change) on a setting outside what it accepts: a
+    /// packet size below [`MIN_MAX_UDP_SIZE`](crate::MIN_MAX_UDP_SIZE), a
+    /// zero flush interval, 1 to 63 timer samples, a packing or a timer cap
+    /// the server cannot read; or when the thread cannot be spawned.
     pub fn build(self) -> io::Result<AggregatingSink> {
-        if self.check_packet_size && self.max_packet_size < MIN_MAX_UDP_SIZE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "max packet size {} is too small: use at least {MIN_MAX_UDP_SIZE} bytes \
-                     (default 512)",
-                    self.max_packet_size
-                ),
-            ));
+        let mut requested = self.requested;
+        if self.tiny_packets.is_some() {
+            requested.max_packet_size = super::settings::MIN_MAX_UDP_SIZE;
         }
-        let invalid = |e: Mismatch| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
-        let (server, protocol) = Server::resolve(self.server, self.protocol).map_err(invalid)?;
-        let timer_cap = server.timer_cap(self.max_timer_samples).map_err(invalid)?;
-        tracing::info!(
-            %server,
-            %protocol,
-            timer_cap,
-            not_kept = %server.losses(timer_cap).join("; "),
-            "tower-statsd sends to a StatsD server of this profile"
-        );
-        let packets = Arc::new(PacketStats::default());
-        let core = Arc::new(Core {
-            control: Arc::default(),
-            lines: Mutex::new(Aggregator::new(timer_cap)),
-            sources: Mutex::default(),
-        });
-        let mut writer = PacketWriter::new(self.transport, self.max_packet_size, packets.clone());
-        writer.protocol(protocol);
-        let flusher = Flusher {
-            core: core.clone(),
-            writer,
-            spare: Aggregator::new(timer_cap),
-            flush_interval: self.flush_interval,
-            max_buffered_values: self.max_buffered_values,
-            dropped_metric: self.dropped_metric,
-            reported_dropped: 0,
-            next_send: Instant::now(),
-        };
-        let thread = thread::Builder::new()
-            .name("tower-statsd".to_owned())
-            .spawn(move || flusher.run())?;
-        Ok(AggregatingSink {
-            handle: Arc::new(Handle {
-                core,
-                packets,
-                max_buffered_values: self.max_buffered_values,
-                timer_cap,
-                server,
-                flusher: thread.thread().clone(),
-            }),
-        })
+        let mut settings = requested
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if let Some(bytes) = self.tiny_packets {
+            settings.max_packet_size = bytes;
+        }
+        AggregatingSink::start(self.transport, settings, self.dropped_metric)
     }
 }
 
@@ -486,12 +522,15 @@ impl AggregatingSinkBuilder {
 mod tests {
     use std::net::UdpSocket;
     use std::sync::mpsc;
+    use std::time::Instant;
 
     use std::future::Future;
 
     use cadence::prelude::*;
     use cadence::StatsdClient;
 
+    use super::super::sample::MIN_CAP;
+    use super::super::settings::MIN_MAX_UDP_SIZE;
     use super::super::testing::{daemon, lines, spy, Daemon, Packets};
     use super::super::UdpSink;
     use super::*;
@@ -825,15 +864,31 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!((sink.server(), sink.timer_cap()), (Server::Etsy, 1024));
-        // Below the floors: 1 ms, 1 value, 64 timer values; 0 is "no cap".
-        let builder = AggregatingSink::builder(cadence::NopMetricSink)
-            .flush_interval(Duration::ZERO)
+        // The same rules as `StatsdBuilder`'s: a zero interval and 1 to 63
+        // timer values are refused, not raised; 0 values buffered is 1; a
+        // timer cap of 0 is "no cap".
+        for (builder, why) in [
+            (
+                AggregatingSink::builder(cadence::NopMetricSink).flush_interval(Duration::ZERO),
+                "the flush interval must be above zero",
+            ),
+            (
+                AggregatingSink::builder(cadence::NopMetricSink)
+                    .server(Server::Telegraf)
+                    .max_timer_samples(MIN_CAP - 1),
+                "max timer samples 63 is too small",
+            ),
+        ] {
+            let error = builder.build().unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+            assert!(error.to_string().starts_with(why), "{error}");
+        }
+        let sink = AggregatingSink::builder(cadence::NopMetricSink)
             .max_buffered_values(0)
-            .max_timer_samples(10);
-        assert_eq!(builder.flush_interval, Duration::from_millis(1));
-        assert_eq!(builder.max_buffered_values, 1);
-        assert_eq!(builder.max_timer_samples, Some(MIN_CAP));
-        for (asked, cap) in [(0, 0), (1, MIN_CAP), (MIN_CAP + 1, MIN_CAP + 1)] {
+            .build()
+            .unwrap();
+        assert_eq!(sink.handle.max_buffered_values, 1);
+        for (asked, cap) in [(0, 0), (MIN_CAP, MIN_CAP), (MIN_CAP + 1, MIN_CAP + 1)] {
             let sink = AggregatingSink::builder(cadence::NopMetricSink)
                 .server(Server::Telegraf)
                 .max_timer_samples(asked)

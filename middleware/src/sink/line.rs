@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Metric, Value};
+use super::metric::{Metric, Value};
 
 /// Why a line was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

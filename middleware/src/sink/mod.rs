@@ -3,24 +3,35 @@
 //! layer's per-route statistics are one more source of lines the flusher
 //! drains, like the handlers' metrics.
 //!
-//! The data path, one concern per module:
+//! The data path runs one way: sources (the layer's per-route statistics,
+//! the handlers' window) → writer (a window into payloads for the server's
+//! dialect; no socket, no clock) → forwarder (the transport, the outbox,
+//! pacing, send statistics). One concern per module:
 //!
 //! - `handle`: [`AggregatingSink`], the cadence [`MetricSink`](cadence::MetricSink)
 //!   that handlers' metrics go through ([`emit`](cadence::MetricSink::emit)
 //!   parses the line and folds it into the window in place), and its builder;
-//! - `flusher`: the one `tower-statsd` thread; it sleeps until the window
-//!   ends (or a flush, an early drain or shutdown is asked for), drains every
-//!   source, and paces the packets over half a window;
+//! - `control`: how the handles, the sources and the flusher thread talk:
+//!   flush tickets and wakers, early drains, close, the dropped count;
+//! - `flusher`: the one `tower-statsd` thread and its wake loop; it sleeps
+//!   until the window ends (or a flush, an early drain or shutdown is asked
+//!   for), drains every source into the writer, retires the sources nobody
+//!   holds, and hands the payloads to the forwarder;
 //! - `line`: parsing cadence's `name:value|type[|@rate][|#tags]` lines and
 //!   formatting lines the Etsy daemon reads back exactly;
 //! - `aggregate`: one window of handler metrics (counters summed, sets
 //!   de-duplicated, timers sampled, gauges folded);
 //! - `sample`: a timer's bounded sample with exact counts;
-//! - `protocol`: the wire dialects ([`Protocol`]): how a name's values are packed;
+//! - `protocol`: the wire dialects ([`Protocol`]);
 //! - `server`: the server profiles ([`Server`]): which packing, whether a
 //!   timer may be sampled, what the server keeps;
-//! - `packet`: `\n`-joined lines in packets of at most `max_packet_size`
-//!   bytes, a long multi-value line split under the same name;
+//! - `writer`: `\n`-joined lines in payloads of at most `max_packet_size`
+//!   bytes, the values of one name packed as the dialect says, a long
+//!   multi-value line split under the same name, counts in a lane ahead of
+//!   timer values;
+//! - `forwarder`: the outbox and its buffer pool, pacing over half a
+//!   window, one [`emit`](cadence::MetricSink::emit) per payload, and the
+//!   send statistics;
 //! - `transport`: [`UdpSink`] (lazy, retried DNS) and [`TcpSink`] (lazy,
 //!   retried connection). Any cadence [`MetricSink`](cadence::MetricSink) is
 //!   a transport too: cadence's [`UnixMetricSink`](cadence::UnixMetricSink)
@@ -64,83 +75,31 @@
 //! ```
 
 mod aggregate;
+mod control;
 mod flusher;
+mod forwarder;
 #[cfg(test)]
 mod fuzz;
 mod handle;
 mod line;
-mod packet;
+mod metric;
 mod protocol;
 mod sample;
 mod server;
+pub(crate) mod settings;
 #[cfg(test)]
 pub(crate) mod testing;
 mod transport;
+mod writer;
 
-pub(crate) use flusher::Control;
-pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
+pub(crate) use control::Control;
+pub(crate) use flusher::Source;
 #[cfg(test)]
-pub(crate) use packet::PacketStats;
-pub(crate) use packet::PacketWriter;
+pub(crate) use forwarder::PacketStats;
+pub use handle::{AggregatingSink, AggregatingSinkBuilder, FlushFuture};
+pub(crate) use metric::{Metric, Value};
 pub use protocol::{Protocol, UnknownProtocol};
-pub(crate) use sample::{TimerSample, MIN_CAP as MIN_TIMER_SAMPLES};
-pub(crate) use server::Mismatch;
+pub(crate) use sample::TimerSample;
 pub use server::{Server, UnknownServer};
 pub use transport::{TcpSink, UdpSink};
-
-// Interface shared with the rest of the crate; the modules below implement it.
-
-/// One metric operation, borrowed from wherever it was produced (a request
-/// record or a parsed cadence line). Only the four types the Etsy daemon
-/// understands exist here: `c`, `ms`, `g`, `s`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Metric<'a> {
-    /// Full metric name, prefix included, already safe (`[A-Za-z0-9_.-]`).
-    pub(crate) name: &'a str,
-    /// DogStatsD tags without the leading `#` (`route:root,method:GET`), or `""`.
-    pub(crate) tags: &'a str,
-    /// What happened.
-    pub(crate) value: Value<'a>,
-}
-
-/// The value of a [`Metric`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Value<'a> {
-    /// Counter increment; `rate` is the sample rate (1.0 = every event).
-    Count { value: f64, rate: f64 },
-    /// One timer observation in float milliseconds, with its sample rate.
-    Timer { ms: f64, rate: f64 },
-    /// One value of a DogStatsD distribution (`|d`), with its sample rate;
-    /// written only in the DogStatsD dialect (Etsy StatsD would count it).
-    Distribution { value: f64, rate: f64 },
-    /// Absolute gauge value.
-    Gauge(f64),
-    /// Relative gauge change.
-    GaugeDelta(f64),
-    /// Set member, already safe (no `\n`, `:`, `|`, `#`, whitespace).
-    Set(&'a str),
-}
-
-/// Something that records metrics in place and writes them when the
-/// flusher asks: the layer's per-route statistics.
-pub(crate) trait Source: Send + Sync + std::fmt::Debug {
-    /// Writes what was recorded since the last call to `out`, and starts a
-    /// new window.
-    fn drain(&self, out: &mut PacketWriter);
-
-    /// Writes only what filled up before the window's end (a route's set of
-    /// users past its early-drain size) and leaves the rest of the window
-    /// to its end: counters and timer samples keep their whole window.
-    fn drain_full(&self, out: &mut PacketWriter);
-
-    /// Whether something may still record into this source besides the
-    /// sink's own reference (a request in flight). A source nobody else
-    /// holds and that is not in use is drained one last time and dropped.
-    fn in_use(&self) -> bool;
-
-    /// Lets go of what the source holds for its users and they no longer
-    /// use (the anchors of dropped services, which hold the source in a
-    /// cycle): called before each drain, so a source whose users are all
-    /// gone is retired.
-    fn release_unused(&self);
-}
+pub(crate) use writer::PacketWriter;

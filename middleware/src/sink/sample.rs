@@ -14,7 +14,7 @@
 //! point `1 / (1 / 49)` is `49.00000000000001`). `sum` and `mean` are then
 //! those of the sample; percentiles are estimates.
 
-use super::Value;
+use super::metric::Value;
 
 /// The smallest cap: any count up to `2^64` is a sum of at most 64 powers
 /// of two, one per kept value.

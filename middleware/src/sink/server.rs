@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::Protocol;
+use super::protocol::Protocol;
 
 /// Which StatsD server the packets go to (`STATSD_SERVER`).
 ///
@@ -266,11 +266,11 @@ impl Server {
         }
     }
 
-    /// The timer cap for what was asked (`None`: the default, 1 024 values
-    /// where the server reads rates, every value where it does not).
-    pub(crate) fn timer_cap(self, asked: Option<usize>) -> Result<usize, Mismatch> {
+    /// The timer cap for what was asked (`None`: `default` where the
+    /// server reads rates, every value where it does not).
+    pub(crate) fn timer_cap(self, asked: Option<usize>, default: usize) -> Result<usize, Mismatch> {
         match asked {
-            None if self.reads_timer_rates() => Ok(crate::config::DEFAULT_MAX_TIMER_SAMPLES),
+            None if self.reads_timer_rates() => Ok(default),
             None | Some(0) => Ok(0),
             Some(_) if !self.reads_timer_rates() => Err(Mismatch::Sampling(self)),
             Some(cap) => Ok(cap),
@@ -432,13 +432,16 @@ mod tests {
 
     #[test]
     fn a_timer_cap_only_where_rates_are_read() {
-        assert_eq!(Server::Etsy.timer_cap(None), Ok(1_024));
-        assert_eq!(Server::Etsy.timer_cap(Some(0)), Ok(0));
-        assert_eq!(Server::Etsy.timer_cap(Some(64)), Ok(64));
+        assert_eq!(Server::Etsy.timer_cap(None, 1_024), Ok(1_024));
+        assert_eq!(Server::Etsy.timer_cap(Some(0), 1_024), Ok(0));
+        assert_eq!(Server::Etsy.timer_cap(Some(64), 1_024), Ok(64));
         for server in [Server::Generic, Server::Collectd, Server::Netdata] {
-            assert_eq!(server.timer_cap(None), Ok(0), "{server}");
-            assert_eq!(server.timer_cap(Some(0)), Ok(0), "{server}");
-            assert_eq!(server.timer_cap(Some(64)), Err(Mismatch::Sampling(server)));
+            assert_eq!(server.timer_cap(None, 1_024), Ok(0), "{server}");
+            assert_eq!(server.timer_cap(Some(0), 1_024), Ok(0), "{server}");
+            assert_eq!(
+                server.timer_cap(Some(64), 1_024),
+                Err(Mismatch::Sampling(server))
+            );
         }
         let message = Mismatch::Sampling(Server::Collectd).to_string();
         assert!(

@@ -72,3 +72,82 @@ pub(crate) fn lines(packets: &[String]) -> Vec<String> {
 #[path = "../../tests/support/daemon.rs"]
 mod daemon;
 pub(crate) use daemon::{daemon, dogstatsd_as_etsy, Daemon};
+
+/// Runs `f` on a thread of its own and fails if it has not returned
+/// within 5 seconds: a mutant that loops for ever fails the test rather
+/// than hanging it.
+pub(crate) fn within_5s(f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(5)) {
+        Ok(()) => worker.join().unwrap(),
+        // `f` panicked: its own message says why.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("did not return in 5 s"),
+    }
+}
+
+/// A writer and a forwarder to a transport, joined as the flusher joins
+/// them, for tests of what leaves: it is the writer, and it sends.
+pub(crate) struct Pipe {
+    writer: super::PacketWriter,
+    pub(crate) forwarder: super::forwarder::Forwarder,
+}
+
+/// A [`Pipe`] of packets of at most `max` bytes to `transport`, and what
+/// its forwarder counts.
+pub(crate) fn pipe(
+    transport: impl cadence::MetricSink + Send + 'static,
+    max: usize,
+) -> (Pipe, std::sync::Arc<super::PacketStats>) {
+    let stats = std::sync::Arc::new(super::PacketStats::default());
+    let forwarder = super::forwarder::Forwarder::new(
+        Box::new(transport),
+        max,
+        Duration::from_secs(1),
+        stats.clone(),
+    );
+    let writer = super::PacketWriter::new(max);
+    (Pipe { writer, forwarder }, stats)
+}
+
+impl Pipe {
+    /// Sends everything written, the open packets too, at once.
+    pub(crate) fn flush(&mut self) {
+        self.writer.seal();
+        self.forwarder.take(&mut self.writer);
+        self.forwarder.send_pending(usize::MAX);
+        self.forwarder.flush_transport();
+    }
+
+    /// Sends at most `max` finished packets; returns how many remain.
+    pub(crate) fn send_pending(&mut self, max: usize) -> usize {
+        self.forwarder.take(&mut self.writer);
+        self.forwarder.send_pending(max)
+    }
+
+    /// Finished packets not sent yet.
+    pub(crate) fn pending(&mut self) -> usize {
+        self.forwarder.take(&mut self.writer);
+        self.forwarder.pending()
+    }
+}
+
+impl std::ops::Deref for Pipe {
+    type Target = super::PacketWriter;
+
+    fn deref(&self) -> &super::PacketWriter {
+        &self.writer
+    }
+}
+
+impl std::ops::DerefMut for Pipe {
+    fn deref_mut(&mut self) -> &mut super::PacketWriter {
+        &mut self.writer
+    }
+}

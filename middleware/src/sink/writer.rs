@@ -1,56 +1,28 @@
-//! Packing lines into datagrams of at most `max_packet_size` bytes.
+//! The writer: a window's metrics become payloads for the server's dialect,
+//! with no socket and no clock. The [`Forwarder`](super::forwarder::Forwarder)
+//! takes the finished payloads and sends them.
 //!
-//! Lines are joined with `\n` (the daemon splits a packet on `\n`). A packet
-//! is handed to the transport with one [`MetricSink::emit`] call, so a
-//! datagram transport sends exactly what was packed. A multi-value line that
+//! Lines are joined with `\n` (the daemon splits a packet on `\n`) into
+//! payloads of at most `max_packet_size` bytes. A multi-value line that
 //! would not fit is continued on a new line with the same name (the daemon
 //! appends timer values and unions set members, so the split changes
 //! nothing). A single field that is longer than the limit on its own is still
-//! sent, alone, and counted in [`PacketStats::oversized`].
+//! written, alone, and counted as oversized.
 //!
-//! Finished packets wait in an outbox; the flusher sends them paced over part
-//! of the window ([`PacketWriter::send_pending`]) rather than in one burst,
-//! because a burst of thousands of datagrams overflows the daemon's socket
-//! receive buffer while it is still parsing the first ones. Counters,
-//! gauges and set members (a line per name and window, however busy) are
-//! packed apart from timer values (a line per value where the server
-//! misreads rates) and leave first: when a busy window still overflows the
-//! daemon's buffer, what is lost is timer values, never a count.
-
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-
-use cadence::MetricSink;
+//! The values of one name are packed as the [`Protocol`] says: one a line
+//! ([`Protocol::Plain`]), Etsy's `name:f1|ms:f2|ms` or DogStatsD's
+//! `name:v1:v2|ms|@rate`. Counters, gauges and set members (a line per name
+//! and window, however busy) are written in payloads apart from timer values
+//! (a line per value where the server misreads rates), in two lanes: the
+//! forwarder sends the first lane first, so that when a busy window still
+//! overflows the daemon's buffer, what is lost is timer values, never a
+//! count.
 
 use super::line::{
     tags_len, write_field, write_metric, write_ms, write_number, write_rate, write_tags,
 };
-use super::{Metric, Protocol, Value};
-
-/// Bytes of packet buffers kept for reuse: the outbox of a busy window (a
-/// server profile that sends every timer value fills 8 192 packets of 512
-/// bytes with about 170 000 values), so a steady load allocates none. Only
-/// what a window has needed is held.
-const MAX_FREE_BYTES: usize = 4 << 20;
-/// And at most this many, whatever their size.
-const MAX_FREE_BUFFERS: usize = 16_384;
-
-/// What the packet writer did, shared with the [`AggregatingSink`](super::AggregatingSink)
-/// handles so an application can read it.
-#[derive(Debug, Default)]
-pub(crate) struct PacketStats {
-    /// Packets the transport accepted.
-    pub(crate) packets_sent: AtomicU64,
-    /// Bytes in the packets the transport accepted.
-    pub(crate) bytes_sent: AtomicU64,
-    /// Packets the transport returned an error for (lost).
-    pub(crate) packets_failed: AtomicU64,
-    /// Bytes in the packets the transport returned an error for.
-    pub(crate) bytes_failed: AtomicU64,
-    /// Lines longer than the packet size on their own, sent alone anyway.
-    pub(crate) oversized: AtomicU64,
-}
+use super::metric::{Metric, Value};
+use super::protocol::Protocol;
 
 /// Which packets leave first (see the module's docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,29 +44,30 @@ impl Lane {
     }
 }
 
-/// Fills a buffer with `\n`-separated lines and hands each full packet to the
-/// transport. Runs on the flusher thread only.
+/// Fills payloads with `\n`-separated lines, in two lanes; finished ones
+/// wait for the forwarder ([`finished`](Self::finished)). Runs on the
+/// flusher thread only.
 pub(crate) struct PacketWriter {
     /// The packet being filled, of lane `lane`.
     buf: String,
     /// The packet being filled in the other lane.
     other: String,
     lane: Lane,
-    /// Finished packets of [`Lane::First`]: they leave before `outbox`'s.
-    first: VecDeque<String>,
+    /// Finished packets of [`Lane::First`]: they leave before `bulk`'s.
+    first: Vec<String>,
     /// Finished packets of [`Lane::Bulk`].
-    outbox: VecDeque<String>,
-    /// Buffers of sent packets, cleared, for the next ones: a window's
-    /// packets reuse the memory of the last window's.
-    free: Vec<String>,
-    /// How many buffers `free` may hold: [`MAX_FREE_BYTES`] of them.
-    max_free: usize,
+    bulk: Vec<String>,
+    /// Lines longer than a packet on their own, written since the last
+    /// [`finished`](Self::finished).
+    oversized: u64,
+    /// Empty buffers for the next packets: the forwarder's, sent and
+    /// cleared ([`reuse`](Self::reuse)), so a window's packets reuse the
+    /// memory of the last window's.
+    blank: Vec<String>,
     scratch: String,
     max_packet_size: usize,
     /// How the values of one name are packed.
     protocol: Protocol,
-    transport: Box<dyn MetricSink + Send>,
-    stats: Arc<PacketStats>,
 }
 
 impl std::fmt::Debug for PacketWriter {
@@ -107,26 +80,20 @@ impl std::fmt::Debug for PacketWriter {
 }
 
 impl PacketWriter {
-    /// A writer sending packets of at most `max_packet_size` bytes (at least 1).
-    pub(crate) fn new(
-        transport: Box<dyn MetricSink + Send>,
-        max_packet_size: usize,
-        stats: Arc<PacketStats>,
-    ) -> Self {
+    /// A writer of packets of at most `max_packet_size` bytes (at least 1).
+    pub(crate) fn new(max_packet_size: usize) -> Self {
         let max_packet_size = max_packet_size.max(1);
         Self {
             buf: String::with_capacity(max_packet_size),
             other: String::with_capacity(max_packet_size),
             lane: Lane::First,
-            first: VecDeque::new(),
-            outbox: VecDeque::new(),
-            free: Vec::new(),
-            max_free: (MAX_FREE_BYTES / max_packet_size).min(MAX_FREE_BUFFERS),
+            first: Vec::new(),
+            bulk: Vec::new(),
+            oversized: 0,
+            blank: Vec::new(),
             scratch: String::new(),
             max_packet_size,
             protocol: Protocol::default(),
-            transport,
-            stats,
         }
     }
 
@@ -170,7 +137,7 @@ impl PacketWriter {
     /// in one packet) to the current lane's packet.
     fn push_line(&mut self, entry: &str) {
         if !self.fits(entry.len()) {
-            self.send_buffered();
+            self.finish_open();
         }
         if entry.len() > self.max_packet_size {
             self.push_alone(entry.to_owned());
@@ -253,7 +220,7 @@ impl PacketWriter {
             write_tags(&mut suffix, tags);
             let line = name.len() + 1 + field.len() + suffix.len();
             if !self.fits(line) {
-                self.send_buffered();
+                self.finish_open();
             }
             if line > self.max_packet_size {
                 self.push_alone(format!("{name}:{field}{suffix}"));
@@ -303,7 +270,7 @@ impl PacketWriter {
             }
             let line = name.len() + 1 + field.len() + suffix;
             if !self.fits(line) {
-                self.send_buffered();
+                self.finish_open();
             }
             if line > self.max_packet_size {
                 let mut alone = format!("{name}:{field}");
@@ -325,44 +292,37 @@ impl PacketWriter {
         self.scratch = field;
     }
 
-    /// Closes the (possibly short) packets being filled; they wait in the
-    /// outbox with the others.
+    /// Closes the (possibly short) packets being filled; they wait with
+    /// the finished ones.
     pub(crate) fn seal(&mut self) {
         for lane in [Lane::Bulk, Lane::First] {
             self.switch(lane);
-            self.send_buffered();
+            self.finish_open();
         }
     }
 
-    /// Sends at most `max` packets, counts before timer values; returns how
-    /// many remain.
-    pub(crate) fn send_pending(&mut self, max: usize) -> usize {
-        for _ in 0..max {
-            let Some(mut packet) = self.first.pop_front().or_else(|| self.outbox.pop_front())
-            else {
-                break;
-            };
-            self.emit(&packet);
-            if self.free.len() < self.max_free && packet.capacity() <= self.max_packet_size {
-                packet.clear();
-                self.free.push(packet);
-            }
-        }
-        self.pending()
+    /// Hands the finished packets over, first lane first, with the number
+    /// of oversized lines among them (each sent alone).
+    pub(super) fn finished(
+        &mut self,
+    ) -> (
+        std::vec::Drain<'_, String>,
+        std::vec::Drain<'_, String>,
+        u64,
+    ) {
+        let oversized = std::mem::take(&mut self.oversized);
+        (self.first.drain(..), self.bulk.drain(..), oversized)
     }
 
-    /// Packets waiting to be sent.
-    pub(crate) fn pending(&self) -> usize {
-        self.first.len() + self.outbox.len()
+    /// Takes the cleared buffers of sent packets for the next ones.
+    pub(super) fn reuse(&mut self, buffers: &mut Vec<String>) {
+        self.blank.append(buffers);
     }
 
-    /// Sends everything: what is buffered, and the whole outbox, now.
-    pub(crate) fn flush(&mut self) {
-        self.seal();
-        self.send_pending(usize::MAX);
-        if let Err(error) = self.transport.flush() {
-            tracing::debug!(%error, "statsd transport flush failed");
-        }
+    /// Empty buffers held for the next packets.
+    #[cfg(test)]
+    pub(crate) fn blanks(&self) -> usize {
+        self.blank.len()
     }
 
     /// Bytes waiting for the next packet.
@@ -371,17 +331,17 @@ impl PacketWriter {
         self.buf.len() + self.other.len()
     }
 
-    /// A line longer than a packet on its own: sent alone, and counted.
+    /// A line longer than a packet on its own: a packet alone, and counted.
     fn push_alone(&mut self, line: String) {
-        self.stats.oversized.fetch_add(1, Relaxed);
+        self.oversized += 1;
         self.queue(line);
     }
 
-    /// Into the outbox of the packet's lane.
+    /// With the finished packets of the packet's lane.
     fn queue(&mut self, packet: String) {
         match self.lane {
-            Lane::First => self.first.push_back(packet),
-            Lane::Bulk => self.outbox.push_back(packet),
+            Lane::First => self.first.push(packet),
+            Lane::Bulk => self.bulk.push(packet),
         }
     }
 
@@ -389,48 +349,35 @@ impl PacketWriter {
         self.buf.is_empty() || self.buf.len() + 1 + entry_len <= self.max_packet_size
     }
 
-    fn send_buffered(&mut self) {
+    /// Finishes the packet being filled, if it holds anything.
+    fn finish_open(&mut self) {
         if self.buf.is_empty() {
             return;
         }
         let next = self
-            .free
+            .blank
             .pop()
             .unwrap_or_else(|| String::with_capacity(self.max_packet_size));
         let packet = std::mem::replace(&mut self.buf, next);
         self.queue(packet);
-    }
-
-    fn emit(&self, packet: &str) {
-        let len = packet.len() as u64;
-        match self.transport.emit(packet) {
-            Ok(_) => {
-                self.stats.packets_sent.fetch_add(1, Relaxed);
-                self.stats.bytes_sent.fetch_add(len, Relaxed);
-            }
-            Err(error) => {
-                self.stats.packets_failed.fetch_add(1, Relaxed);
-                self.stats.bytes_failed.fetch_add(len, Relaxed);
-                tracing::debug!(%error, bytes = len, "statsd packet lost");
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::line::{parse, write_metric};
-    use super::super::testing::{spy, Packets};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+
+    use super::super::testing::{pipe, spy, Packets, Pipe};
+    use super::super::PacketStats;
     use super::*;
 
-    fn writer(max: usize) -> (Packets, PacketWriter, Arc<PacketStats>) {
+    /// A writer of packets of at most `max` bytes, with a forwarder to a spy.
+    fn writer(max: usize) -> (Packets, Pipe, Arc<PacketStats>) {
         let (rx, spy) = spy();
-        let stats = Arc::new(PacketStats::default());
-        (
-            rx,
-            PacketWriter::new(Box::new(spy), max, stats.clone()),
-            stats,
-        )
+        let (pipe, stats) = pipe(spy, max);
+        (rx, pipe, stats)
     }
 
     fn packets(rx: &Packets) -> Vec<String> {
@@ -588,23 +535,6 @@ mod tests {
         let got: Vec<String> = fields(&sent).into_iter().map(|(_, _, f)| f).collect();
         let want: Vec<String> = (1..=12).map(|i| format!("{i}.5|ms")).collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn transport_errors_are_counted_not_raised() {
-        struct Failing;
-        impl MetricSink for Failing {
-            fn emit(&self, _: &str) -> std::io::Result<usize> {
-                Err(std::io::Error::other("down"))
-            }
-        }
-        let stats = Arc::new(PacketStats::default());
-        let mut w = PacketWriter::new(Box::new(Failing), 512, stats.clone());
-        w.push_entry("a:1|c");
-        w.flush();
-        assert_eq!(stats.packets_failed.load(Relaxed), 1);
-        assert_eq!(stats.bytes_failed.load(Relaxed), 5);
-        assert_eq!(stats.packets_sent.load(Relaxed), 0);
     }
 
     /// For many packet sizes and mixes: no packet over the limit unless it is a
@@ -936,53 +866,11 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_sends_a_few_at_a_time_and_reuses_its_buffers() {
-        let (rx, mut w, _) = writer(8);
-        for _ in 0..5 {
-            w.push_entry("a:1|c");
-        }
-        assert_eq!(w.buffered(), 5);
-        assert_eq!(w.pending(), 4, "four full packets wait; the fifth is open");
-        w.seal();
-        assert_eq!((w.buffered(), w.pending()), (0, 5));
-        assert_eq!(w.send_pending(2), 3);
-        assert_eq!(packets(&rx), ["a:1|c", "a:1|c"]);
-        assert_eq!(w.pending(), 3);
-        assert_eq!(w.send_pending(10), 0);
-        assert_eq!(packets(&rx).len(), 3);
-        assert_eq!(w.send_pending(10), 0, "nothing left");
-        // Every packet buffer came back for reuse, and new packets take them.
-        assert_eq!(w.free.len(), 5);
-        w.push_entry("b:1|c");
-        w.push_entry("b:1|c");
-        assert_eq!(w.free.len(), 4);
-        // An oversized line's buffer is not kept: it is larger than a packet.
-        // (The open buffer is sent, and the next one taken, before it.)
-        w.push_entry("oversized:1|c");
-        assert_eq!(w.free.len(), 3);
-        w.flush();
-        assert_eq!(packets(&rx), ["b:1|c", "b:1|c", "oversized:1|c"]);
-        assert_eq!(w.free.len(), 5);
-        // At most `MAX_FREE_BYTES` of them are kept.
-        assert_eq!(
-            w.max_free, 16_384,
-            "(4 << 20) / 8 buffers of 8 bytes, capped"
-        );
-        assert_eq!(writer(512).1.max_free, (4 << 20) / 512);
-        for _ in 0..w.max_free + 10 {
-            w.push_entry("c:1|c");
-        }
-        w.flush();
-        assert_eq!(packets(&rx).len(), w.max_free + 10);
-        assert_eq!(w.free.len(), w.max_free);
-    }
-
-    #[test]
     fn debug_shows_what_is_buffered() {
         let (_rx, mut w, _) = writer(20);
         w.push_entry("a:1|c");
         assert_eq!(
-            format!("{w:?}"),
+            format!("{:?}", *w),
             "PacketWriter { buffered: 5, max_packet_size: 20, .. }"
         );
         // Both lanes' open packets.
@@ -992,7 +880,7 @@ mod tests {
             value: Value::Timer { ms: 1.0, rate: 1.0 },
         });
         assert_eq!(
-            format!("{w:?}"),
+            format!("{:?}", *w),
             "PacketWriter { buffered: 11, max_packet_size: 20, .. }"
         );
     }

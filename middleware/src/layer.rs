@@ -1,6 +1,6 @@
 //! [`StatsdLayer`]: what the user adds to a router, and its options.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tower_layer::Layer;
 
@@ -39,8 +39,12 @@ pub struct StatsdLayer {
     sink: AggregatingSink,
     prefix: Arc<str>,
     options: Options,
-    /// Built from the options on every change (start-up only).
-    shared: Arc<Shared>,
+    /// The routes' statistics for these options: made on the first
+    /// [`Layer::layer`] call, registered with the sink's flusher then, and
+    /// shared by every clone made since the last option was set. Setting an
+    /// option starts a new, empty cell, so a chain of builder calls
+    /// registers one set of routes, not one per call.
+    shared: Arc<OnceLock<Arc<Shared>>>,
 }
 
 /// What the layer's builder methods set.
@@ -63,7 +67,7 @@ impl StatsdLayer {
         };
         let prefix: Arc<str> = prefix.into();
         StatsdLayer {
-            shared: Self::shared(&sink, &prefix, &options),
+            shared: Arc::default(),
             sink,
             prefix,
             options,
@@ -125,7 +129,7 @@ impl StatsdLayer {
     }
 
     fn rebuild(mut self) -> Self {
-        self.shared = Self::shared(&self.sink, &self.prefix, &self.options);
+        self.shared = Arc::default();
         self
     }
 
@@ -154,6 +158,56 @@ impl<S> Layer<S> for StatsdLayer {
     type Service = StatsdService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        StatsdService::new(inner, self.shared.clone())
+        let shared = self
+            .shared
+            .get_or_init(|| Self::shared(&self.sink, &self.prefix, &self.options));
+        StatsdService::new(inner, shared.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use axum::Router;
+    use cadence::NopMetricSink;
+
+    use crate::naming::NamingMode;
+    use crate::{Statsd, UserKey};
+
+    fn statsd() -> Statsd {
+        Statsd::builder()
+            .flush_interval(Duration::from_secs(3600))
+            .build_with(NopMetricSink)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_chain_of_options_registers_one_set_of_routes_when_first_applied() {
+        let statsd = statsd();
+        let layer = statsd
+            .layer()
+            .user_key(UserKey::query("id"), "user")
+            .rename_route("/a", "first")
+            .response_size_distribution(false)
+            .naming(NamingMode::Hierarchical);
+        assert_eq!(statsd.sink().sources(), 0, "nothing until it is applied");
+        // axum clones the layer for every route, then applies each clone.
+        let early_clone = layer.clone();
+        let app: Router = Router::new()
+            .route("/a", get(|| async { "a" }))
+            .route("/b", get(|| async { "b" }))
+            .layer(layer.clone());
+        let other: Router = Router::new()
+            .route("/c", get(|| async { "c" }))
+            .layer(early_clone);
+        assert_eq!(statsd.sink().sources(), 1, "every clone shares them");
+        // An option set on a clone makes its own.
+        let renamed: Router = Router::new()
+            .route("/d", get(|| async { "d" }))
+            .layer(layer.rename_route("/d", "fourth"));
+        assert_eq!(statsd.sink().sources(), 2);
+        drop((app, other, renamed));
     }
 }

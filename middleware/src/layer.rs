@@ -50,6 +50,7 @@ struct Options {
     overrides: Vec<(String, String)>,
     user: Option<(UserKey, String)>,
     response_sizes: bool,
+    status_classes: bool,
 }
 
 impl StatsdLayer {
@@ -60,6 +61,7 @@ impl StatsdLayer {
             overrides: Vec::new(),
             user: None,
             response_sizes: false,
+            status_classes: false,
         };
         let prefix: Arc<str> = prefix.into();
         StatsdLayer {
@@ -124,6 +126,15 @@ impl StatsdLayer {
         self.rebuild()
     }
 
+    /// Counts responses by status class (default off): `{prefix}.{route}.status.2xx`
+    /// … `status.5xx` instead of `status.200`, `status.204`, …; in tagged
+    /// mode the `status` tag becomes `2xx`. Fewer series, for dashboards
+    /// that only ask "how many failed".
+    pub fn status_classes(mut self, on: bool) -> Self {
+        self.options.status_classes = on;
+        self.rebuild()
+    }
+
     fn rebuild(mut self) -> Self {
         self.shared = Self::shared(&self.sink, &self.prefix, &self.options);
         self
@@ -134,8 +145,9 @@ impl StatsdLayer {
     fn shared(sink: &AggregatingSink, prefix: &str, options: &Options) -> Arc<Shared> {
         let set = options.user.as_ref().map(|(_, set)| set.as_str());
         let sizes = options.response_sizes && sink.server().reads_distributions();
-        let naming =
-            Naming::new(prefix, options.mode, &options.overrides, set).with_response_sizes(sizes);
+        let naming = Naming::new(prefix, options.mode, &options.overrides, set)
+            .with_response_sizes(sizes)
+            .with_status_classes(options.status_classes);
         let routes = Arc::new(Routes::new(
             naming,
             sink.timer_cap(),

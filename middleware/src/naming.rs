@@ -51,6 +51,8 @@ pub(crate) struct RouteNames {
     pub(crate) response_size: Option<Box<str>>,
     /// How these names are laid out.
     pub(crate) mode: NamingMode,
+    /// Statuses counted by class (`2xx`) rather than by code.
+    pub(crate) status_classes: bool,
 }
 
 impl RouteNames {
@@ -68,6 +70,7 @@ impl RouteNames {
                     user_set,
                     response_size: None,
                     mode,
+                    status_classes: false,
                 }
             }
             // DogStatsD and Prometheus conventions: a counter in the plural
@@ -85,6 +88,7 @@ impl RouteNames {
                 user_set,
                 response_size: None,
                 mode,
+                status_classes: false,
             },
         }
     }
@@ -99,6 +103,8 @@ pub(crate) struct Naming {
     user_set: Option<Arc<str>>,
     /// Whether routes have a response size distribution.
     sizes: bool,
+    /// Whether statuses are counted by class.
+    status_classes: bool,
 }
 
 impl Naming {
@@ -107,6 +113,12 @@ impl Naming {
     /// with tags.
     pub(crate) fn with_response_sizes(mut self, sizes: bool) -> Self {
         self.sizes = sizes;
+        self
+    }
+
+    /// Counts statuses by class: `status.2xx`, or the tag `status:2xx`.
+    pub(crate) fn with_status_classes(mut self, classes: bool) -> Self {
+        self.status_classes = classes;
         self
     }
 
@@ -141,6 +153,7 @@ impl Naming {
             prefix,
             mode,
             sizes: false,
+            status_classes: false,
         }
     }
 
@@ -154,6 +167,7 @@ impl Naming {
             },
         };
         let mut names = RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone());
+        names.status_classes = self.status_classes;
         if self.sizes {
             names.response_size = Some(match self.mode {
                 NamingMode::Hierarchical => format!("{}.response_size", names.timer).into(),

@@ -212,6 +212,7 @@ struct Rules {
     mode: NamingMode,
     user_set: bool,
     response_sizes: bool,
+    status_classes: bool,
     timer_cap: usize,
     control: Arc<Control>,
 }
@@ -219,8 +220,17 @@ struct Rules {
 impl Shard {
     /// Folds one finished request into the window: it entered with
     /// [`RouteStats::enter`], took `elapsed`, and its body sent `bytes`.
-    pub(crate) fn record(&self, key: Key, elapsed: Duration, bytes: u64, user: Option<UserToken>) {
+    pub(crate) fn record(
+        &self,
+        mut key: Key,
+        elapsed: Duration,
+        bytes: u64,
+        user: Option<UserToken>,
+    ) {
         let rules = &self.rules;
+        if rules.status_classes {
+            key.status = key.status.map(class_of);
+        }
         let ms = elapsed.as_secs_f64() * 1000.0;
         let series = Series(match rules.mode {
             NamingMode::Hierarchical => None,
@@ -267,6 +277,7 @@ impl RouteStats {
             mode: names.mode,
             user_set: names.user_set.is_some(),
             response_sizes: names.response_size.is_some(),
+            status_classes: names.status_classes,
             timer_cap,
             control: control.clone(),
         };
@@ -417,7 +428,7 @@ impl RouteStats {
         for (status, n) in statuses {
             name.clear();
             name.push_str(&names.status_prefix);
-            name.push_str(status.as_str());
+            name.push_str(status_text(&status, names.status_classes));
             out.push_metric(&Metric {
                 name: &name,
                 tags: "",
@@ -444,7 +455,11 @@ impl RouteStats {
             tags.push_str(",method:");
             tags.push_str(key.method.as_str());
             tags.push_str(",status:");
-            tags.push_str(key.status.as_ref().map_or("error", StatusCode::as_str));
+            tags.push_str(
+                key.status
+                    .as_ref()
+                    .map_or("error", |status| status_text(status, names.status_classes)),
+            );
             out.push_metric(&Metric {
                 name: &names.called,
                 tags: &tags,
@@ -525,6 +540,24 @@ fn merge_samples(
             }
         };
         merged[at].1.extend(sample.drain().map(as_value));
+    }
+}
+
+/// The code that stands for `status`'s class, so that a window counts a
+/// class once: 204 → 200.
+fn class_of(status: StatusCode) -> StatusCode {
+    StatusCode::from_u16(status.as_u16() / 100 * 100).unwrap_or(status)
+}
+
+/// A status as it is written: its code, or its class (`2xx`).
+fn status_text(status: &StatusCode, classes: bool) -> &str {
+    const CLASSES: [&str; 10] = [
+        "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
+    ];
+    if classes {
+        CLASSES[usize::from(status.as_u16() / 100)]
+    } else {
+        status.as_str()
     }
 }
 
@@ -671,6 +704,44 @@ mod tests {
                 "p.http.request.duration:1.5|ms|#route:root,method:DELETE,status:405",
                 "p.http.requests:1|c|#route:root,method:DELETE,status:405",
                 "p.http.requests:2|c|#route:root,method:GET,status:200",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_classes_count_each_class_once() {
+        let classes = |mode| {
+            let naming = Naming::new("p", mode, &[], None).with_status_classes(true);
+            RouteStats::new(naming.names(Some("/")), 0, Arc::default())
+        };
+        let root = classes(NamingMode::Hierarchical);
+        for status in [200, 204, 299, 301, 404, 418, 500, 503, 101] {
+            root.record(key("GET", status), MS_1_5, 0, None);
+        }
+        let lines = drained(&root);
+        let statuses: Vec<&String> = lines.iter().filter(|l| l.contains(".status.")).collect();
+        assert_eq!(
+            statuses,
+            [
+                "p.root.status.1xx:1|c",
+                "p.root.status.2xx:3|c",
+                "p.root.status.3xx:1|c",
+                "p.root.status.4xx:2|c",
+                "p.root.status.5xx:2|c",
+            ]
+        );
+
+        let tagged = classes(NamingMode::Tagged);
+        tagged.record(key("GET", 200), MS_1_5, 0, None);
+        tagged.record(key("GET", 201), MS_1_5, 0, None);
+        tagged.record(key("GET", 502), MS_1_5, 0, None);
+        assert_eq!(
+            drained(&tagged),
+            [
+                "p.http.request.duration:1.5|ms:1.5|ms|#route:root,method:GET,status:2xx",
+                "p.http.request.duration:1.5|ms|#route:root,method:GET,status:5xx",
+                "p.http.requests:1|c|#route:root,method:GET,status:5xx",
+                "p.http.requests:2|c|#route:root,method:GET,status:2xx",
             ]
         );
     }

@@ -1,0 +1,85 @@
+//! The layer's options for real apps, against the real StatsD 0.9.0: status
+//! classes, constant and request tags (tagged mode: statsd's
+//! `name;tag=value` keys, as Graphite tags).
+//!
+//! This stack flushes once a minute, so the daemon's admin dump still holds
+//! everything a test sent when it is read; each test has its own prefix.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use e2e::{admin_value, poll, Stack};
+use tower_statsd::Statsd;
+
+fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| Stack::start(60_000))
+}
+
+/// Waits until each of `expected` (key, count) is in the daemon's counters.
+fn counters_reach(stack: &Stack, expected: &[(String, f64)]) -> String {
+    poll("counters at the daemon", Duration::from_secs(20), || {
+        let counters = stack.admin("counters");
+        for (key, count) in expected {
+            let got = admin_value(&counters, key);
+            if got != Some(*count) {
+                return Err(format!("{key}: {got:?}, want {count}, in {counters}"));
+            }
+        }
+        Ok(counters)
+    })
+}
+
+fn app(statsd_layer: tower_statsd::StatsdLayer) -> Router {
+    Router::new()
+        .route("/", get(|| async { "root" }))
+        .route("/created", get(|| async { (StatusCode::CREATED, "new") }))
+        .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
+        .route("/oops", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .layer(statsd_layer)
+}
+
+fn hit(url: &str, paths: &[&str]) {
+    let http = reqwest::blocking::Client::new();
+    for path in paths {
+        http.get(format!("{url}{path}"))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+    }
+}
+
+#[test]
+fn status_classes_count_2xx_to_5xx() {
+    let stack = stack();
+    let statsd = Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix("classes")
+        .build()
+        .unwrap();
+    let (_server, url) = e2e::serve(app(statsd.layer().status_classes(true)));
+    hit(
+        &url,
+        &["/", "/", "/created", "/teapot", "/oops", "/oops", "/nope"],
+    );
+    assert!(statsd.flush());
+
+    let expected: Vec<(String, f64)> = [
+        ("classes.root.status.2xx", 2.0),
+        ("classes.created.status.2xx", 1.0),
+        ("classes.teapot.status.4xx", 1.0),
+        ("classes.oops.status.5xx", 2.0),
+        ("classes.unmatched.status.4xx", 1.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let counters = counters_reach(stack, &expected);
+    assert!(!counters.contains("classes.root.status.200"), "{counters}");
+    assert!(!counters.contains("classes.oops.status.503"), "{counters}");
+}

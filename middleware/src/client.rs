@@ -52,6 +52,8 @@ struct Inner {
     sink: AggregatingSink,
     prefix: String,
     naming: NamingMode,
+    /// The constant tags, `env:prod,service:api` (empty without any).
+    tags: Box<str>,
 }
 
 impl std::fmt::Debug for Statsd {
@@ -83,6 +85,7 @@ impl Statsd {
             self.inner.sink.clone(),
             &self.inner.prefix,
             self.inner.naming,
+            &self.inner.tags,
         )
     }
 
@@ -183,11 +186,15 @@ impl Statsd {
             self.inner.sink.control().count_dropped(1);
             return;
         }
-        let line = if self.inner.prefix.is_empty() {
+        let mut line = if self.inner.prefix.is_empty() {
             format!("{key}:{value_and_type}")
         } else {
             format!("{}.{key}:{value_and_type}", self.inner.prefix)
         };
+        if self.inner.naming == NamingMode::Tagged && !self.inner.tags.is_empty() {
+            line.push_str("|#");
+            line.push_str(&self.inner.tags);
+        }
         // A line this client formatted is always valid; a full window is
         // counted by the sink.
         let _ = self.inner.sink.emit(&line);
@@ -268,15 +275,28 @@ impl StatsdBuilder {
             .max_timer_samples(timer_cap)
             .dropped_metric(dropped)
             .build()?;
-        let client = StatsdClient::builder(&prefix, sink.clone())
-            .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"))
-            .build();
+        let mut client = StatsdClient::builder(&prefix, sink.clone())
+            .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"));
+        // Constant tags go on every tagged metric: the handlers' too.
+        if self.naming == NamingMode::Tagged {
+            for (key, value) in &self.tags {
+                client = client.with_tag(key, value);
+            }
+        } else if !self.tags.is_empty() {
+            tracing::warn!(
+                "constant tags (STATSD_TAGS) go only on tagged metrics: hierarchical names \
+                 stay as they are, and only a layer set to NamingMode::Tagged sends them"
+            );
+        }
+        let client = client.build();
+        let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         Ok(Statsd {
             inner: Arc::new(Inner {
                 client,
                 sink,
                 prefix,
                 naming: self.naming,
+                tags: tags.join(",").into(),
             }),
         })
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::naming::NamingMode;
+use crate::naming::{is_tag_char, NamingMode};
 use crate::sink::{Mismatch, Protocol, Server};
 
 /// pystatsd's default `STATSD_MAXUDPSIZE`.
@@ -74,6 +74,14 @@ pub enum ConfigError {
     /// A packing or a timer cap the server cannot read right.
     #[error("{0}")]
     ServerCannotRead(String),
+    /// A constant tag that cannot be sent as it is.
+    #[error("the tag {tag:?} is not valid: {reason}; tags are key:value pairs of letters, digits, `_`, `-` and `.`, separated by commas (STATSD_TAGS=env:prod,service:api)")]
+    InvalidTag {
+        /// The tag, `key:value`.
+        tag: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A Unix transport without a socket path.
     #[error("STATSD_TRANSPORT=unix needs STATSD_SOCKET, the path of the daemon's datagram socket")]
     MissingSocketPath,
@@ -97,6 +105,7 @@ pub enum ConfigError {
 /// | [`protocol`](Self::protocol) | `STATSD_PROTOCOL` (`plain`, `etsy`, `dogstatsd`) | the server's packing |
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
+/// | [`tag`](Self::tag) | `STATSD_TAGS` (`env:prod,service:api`) | none |
 ///
 /// ```
 /// use std::time::Duration;
@@ -124,6 +133,7 @@ pub struct StatsdBuilder {
     pub(crate) server: Option<Server>,
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
+    pub(crate) tags: Vec<(String, String)>,
 }
 
 impl Default for StatsdBuilder {
@@ -140,6 +150,7 @@ impl Default for StatsdBuilder {
             server: None,
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
+            tags: Vec::new(),
         }
     }
 }
@@ -159,6 +170,28 @@ struct EnvVars {
     transport: Option<String>,
     socket: Option<PathBuf>,
     naming: Option<String>,
+    tags: Option<String>,
+}
+
+/// Tag keys the layer sets itself.
+const RESERVED_TAGS: [&str; 3] = ["route", "method", "status"];
+
+/// `STATSD_TAGS`: `key:value` pairs separated by commas, spaces around them
+/// ignored; what each may hold is checked by `validate`.
+fn parse_tags(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+        .map(|tag| match tag.split_once(':') {
+            Some((key, value)) => Ok((key.trim().to_owned(), value.trim().to_owned())),
+            None => Err(ConfigError::InvalidValue {
+                name: "STATSD_TAGS",
+                value: value.to_owned(),
+                expected: "key:value pairs separated by commas (env:prod,service:api)",
+            }),
+        })
+        .collect()
 }
 
 fn flag(name: &'static str, value: String) -> Result<bool, ConfigError> {
@@ -259,6 +292,9 @@ impl StatsdBuilder {
                 }
             };
         }
+        if let Some(v) = env.tags {
+            self.tags = parse_tags(&v)?;
+        }
         Ok(self)
     }
 
@@ -347,6 +383,16 @@ impl StatsdBuilder {
         self
     }
 
+    /// Adds a constant tag, `key:value`, to every metric sent with tags
+    /// (tagged naming; hierarchical names never change, so there it is not
+    /// sent). Keys and values take letters, digits, `_`, `-` and `.`; the
+    /// keys `route`, `method` and `status` are the layer's own. `STATSD_TAGS`
+    /// (`env:prod,service:api`) replaces the tags set before it is read.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.push((key.into(), value.into()));
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if !matches!(self.transport, Transport::Unix(_)) {
             if self.host.trim().is_empty() {
@@ -364,6 +410,24 @@ impl StatsdBuilder {
         }
         if let Some(cap @ 1..crate::sink::MIN_TIMER_SAMPLES) = self.max_timer_samples {
             return Err(ConfigError::MaxTimerSamplesTooSmall(cap));
+        }
+        for (at, (key, value)) in self.tags.iter().enumerate() {
+            let invalid = |reason| ConfigError::InvalidTag {
+                tag: format!("{key}:{value}"),
+                reason,
+            };
+            if key.is_empty() || value.is_empty() {
+                return Err(invalid("a key and a value are needed"));
+            }
+            if !key.chars().chain(value.chars()).all(is_tag_char) {
+                return Err(invalid("it has a character outside those"));
+            }
+            if RESERVED_TAGS.contains(&key.as_str()) {
+                return Err(invalid("route, method and status are the layer's own tags"));
+            }
+            if self.tags[..at].iter().any(|(k, _)| k == key) {
+                return Err(invalid("its key is given twice"));
+            }
         }
         self.profile()?;
         Ok(())
@@ -498,13 +562,14 @@ mod tests {
             .protocol(Protocol::DogStatsd)
             .server(Server::StatsdExporter)
             .transport(Transport::Tcp)
-            .naming(NamingMode::Tagged);
+            .naming(NamingMode::Tagged)
+            .tag("env", "prod");
         assert_eq!(
             fields(&b),
             "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", \
              max_packet_size: 1432, ipv6: true, flush_interval: 250ms, \
              max_timer_samples: Some(64), protocol: Some(DogStatsd), server: Some(StatsdExporter), \
-             transport: Tcp, naming: Tagged }"
+             transport: Tcp, naming: Tagged, tags: [(\"env\", \"prod\")] }"
         );
         // The same values read from the environment make the same builder.
         let from_env = env(&[
@@ -519,6 +584,7 @@ mod tests {
             ("STATSD_SERVER", "statsd_exporter"),
             ("STATSD_TRANSPORT", "tcp"),
             ("STATSD_NAMING", "tagged"),
+            ("STATSD_TAGS", "env:prod"),
         ])
         .unwrap();
         assert_eq!(fields(&from_env), fields(&b));
@@ -527,7 +593,7 @@ mod tests {
             "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", \
              max_packet_size: 512, ipv6: false, flush_interval: 1s, \
              max_timer_samples: None, protocol: None, server: None, transport: Udp, \
-             naming: Hierarchical }"
+             naming: Hierarchical, tags: [] }"
         );
     }
 
@@ -715,5 +781,63 @@ mod tests {
             .protocol(Protocol::Etsy)
             .max_timer_samples(64);
         assert_eq!(etsy.profile().unwrap(), (Server::Etsy, Protocol::Etsy, 64));
+    }
+
+    #[test]
+    fn constant_tags_from_the_environment_and_the_builder() {
+        let b = env(&[("STATSD_TAGS", " env:prod , service:api,,version:1.2.3 ")]).unwrap();
+        assert_eq!(
+            b.tags,
+            [("env", "prod"), ("service", "api"), ("version", "1.2.3")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(b.validate().map_err(|e| e.to_string()), Ok(()));
+        // The variable replaces what the builder had; empty, it clears.
+        let tagged = || StatsdBuilder::new().tag("team", "web");
+        let b = tagged()
+            .env_vars([("STATSD_TAGS".to_owned(), "env:prod".to_owned())])
+            .unwrap();
+        assert_eq!(b.tags, [("env".to_owned(), "prod".to_owned())]);
+        let b = tagged()
+            .env_vars([("STATSD_TAGS".to_owned(), String::new())])
+            .unwrap();
+        assert!(b.tags.is_empty());
+
+        let e = env(&[("STATSD_TAGS", "env:prod,oops")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "STATSD_TAGS=\"env:prod,oops\" is not valid: expected key:value pairs separated \
+             by commas (env:prod,service:api)"
+        );
+        let refused = |tags: &str| {
+            let b = env(&[("STATSD_TAGS", tags)]).unwrap();
+            match b.validate() {
+                Err(e @ ConfigError::InvalidTag { .. }) => e.to_string(),
+                other => panic!("{tags}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            refused("env:prod|x"),
+            "the tag \"env:prod|x\" is not valid: it has a character outside those; tags are \
+             key:value pairs of letters, digits, `_`, `-` and `.`, separated by commas \
+             (STATSD_TAGS=env:prod,service:api)"
+        );
+        assert!(refused("e|nv:prod").contains("a character outside"));
+        assert!(refused("env:").contains("a key and a value are needed"));
+        assert!(refused(":prod").contains("a key and a value are needed"));
+        assert!(refused("env:a:b").contains("a character outside"));
+        for reserved in ["route:x", "method:x", "status:x"] {
+            assert!(refused(reserved).contains("the layer's own"), "{reserved}");
+        }
+        assert!(refused("env:a,env:b").contains("given twice"));
+        assert!(refused("env:a,x:y,env:b").contains("given twice"));
+        assert_eq!(
+            StatsdBuilder::new()
+                .tag("a", "1")
+                .tag("b", "2")
+                .validate()
+                .map_err(|e| e.to_string()),
+            Ok(())
+        );
     }
 }

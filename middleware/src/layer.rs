@@ -38,6 +38,8 @@ use crate::user::UserKey;
 pub struct StatsdLayer {
     sink: AggregatingSink,
     prefix: Arc<str>,
+    /// The client's constant tags, `env:prod,service:api`.
+    tags: Arc<str>,
     options: Options,
     /// Built from the options on every change (start-up only).
     shared: Arc<Shared>,
@@ -55,7 +57,7 @@ struct Options {
 
 impl StatsdLayer {
     /// A layer recording into `sink`'s windows, names under `prefix`.
-    pub(crate) fn new(sink: AggregatingSink, prefix: &str, mode: NamingMode) -> Self {
+    pub(crate) fn new(sink: AggregatingSink, prefix: &str, mode: NamingMode, tags: &str) -> Self {
         let options = Options {
             mode,
             overrides: Vec::new(),
@@ -64,10 +66,12 @@ impl StatsdLayer {
             status_classes: false,
         };
         let prefix: Arc<str> = prefix.into();
+        let tags: Arc<str> = tags.into();
         StatsdLayer {
-            shared: Self::shared(&sink, &prefix, &options),
+            shared: Self::shared(&sink, &prefix, &tags, &options),
             sink,
             prefix,
+            tags,
             options,
         }
     }
@@ -136,18 +140,19 @@ impl StatsdLayer {
     }
 
     fn rebuild(mut self) -> Self {
-        self.shared = Self::shared(&self.sink, &self.prefix, &self.options);
+        self.shared = Self::shared(&self.sink, &self.prefix, &self.tags, &self.options);
         self
     }
 
     /// The routes' statistics for these options, drained by the sink's
     /// flusher from now on.
-    fn shared(sink: &AggregatingSink, prefix: &str, options: &Options) -> Arc<Shared> {
+    fn shared(sink: &AggregatingSink, prefix: &str, tags: &str, options: &Options) -> Arc<Shared> {
         let set = options.user.as_ref().map(|(_, set)| set.as_str());
         let sizes = options.response_sizes && sink.server().reads_distributions();
         let naming = Naming::new(prefix, options.mode, &options.overrides, set)
             .with_response_sizes(sizes)
-            .with_status_classes(options.status_classes);
+            .with_status_classes(options.status_classes)
+            .with_constant_tags(tags);
         let routes = Arc::new(Routes::new(
             naming,
             sink.timer_cap(),

@@ -53,6 +53,12 @@ pub(crate) struct RouteNames {
     pub(crate) mode: NamingMode,
     /// Statuses counted by class (`2xx`) rather than by code.
     pub(crate) status_classes: bool,
+    /// The constant tags after a request's own, `,env:prod,service:api`
+    /// (empty without any, and in hierarchical mode).
+    pub(crate) constant_tags: Arc<str>,
+    /// The in-flight gauge's tags: `route:{route}` and the constant tags
+    /// (empty in hierarchical mode).
+    pub(crate) in_flight_tags: Box<str>,
 }
 
 impl RouteNames {
@@ -71,6 +77,8 @@ impl RouteNames {
                     response_size: None,
                     mode,
                     status_classes: false,
+                    constant_tags: "".into(),
+                    in_flight_tags: "".into(),
                 }
             }
             // DogStatsD and Prometheus conventions: a counter in the plural
@@ -89,6 +97,8 @@ impl RouteNames {
                 response_size: None,
                 mode,
                 status_classes: false,
+                constant_tags: "".into(),
+                in_flight_tags: "".into(),
             },
         }
     }
@@ -105,6 +115,8 @@ pub(crate) struct Naming {
     sizes: bool,
     /// Whether statuses are counted by class.
     status_classes: bool,
+    /// `,env:prod,service:api`, or empty.
+    constant_tags: Arc<str>,
 }
 
 impl Naming {
@@ -119,6 +131,16 @@ impl Naming {
     /// Counts statuses by class: `status.2xx`, or the tag `status:2xx`.
     pub(crate) fn with_status_classes(mut self, classes: bool) -> Self {
         self.status_classes = classes;
+        self
+    }
+
+    /// Puts `tags` (`env:prod,service:api`, checked by the client's
+    /// builder) on every tagged metric of every route, after the request's
+    /// own; hierarchical names do not change.
+    pub(crate) fn with_constant_tags(mut self, tags: &str) -> Self {
+        if !tags.is_empty() {
+            self.constant_tags = format!(",{tags}").into();
+        }
         self
     }
 
@@ -154,6 +176,7 @@ impl Naming {
             mode,
             sizes: false,
             status_classes: false,
+            constant_tags: "".into(),
         }
     }
 
@@ -168,6 +191,10 @@ impl Naming {
         };
         let mut names = RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone());
         names.status_classes = self.status_classes;
+        if self.mode == NamingMode::Tagged {
+            names.in_flight_tags = format!("route:{route}{}", self.constant_tags).into();
+            names.constant_tags = self.constant_tags.clone();
+        }
         if self.sizes {
             names.response_size = Some(match self.mode {
                 NamingMode::Hierarchical => format!("{}.response_size", names.timer).into(),
@@ -218,6 +245,12 @@ pub fn route_name(template: &str) -> String {
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Whether `c` may be in a tag's key or value as it is: a name's
+/// characters and the dot (`version:1.2.3`).
+pub(crate) fn is_tag_char(c: char) -> bool {
+    is_name_char(c) || c == '.'
 }
 
 fn push_sanitized(out: &mut String, segment: &str) {

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use e2e::{admin_value, poll, Stack};
-use tower_statsd::Statsd;
+use tower_statsd::{NamingMode, Server, Statsd};
 
 fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
@@ -82,4 +82,54 @@ fn status_classes_count_2xx_to_5xx() {
     let counters = counters_reach(stack, &expected);
     assert!(!counters.contains("classes.root.status.200"), "{counters}");
     assert!(!counters.contains("classes.oops.status.503"), "{counters}");
+}
+
+#[test]
+fn constant_tags_and_status_classes_reach_the_daemon_as_graphite_tags() {
+    let stack = stack();
+    let statsd = Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix("consttags")
+        .server(Server::Etsy)
+        .naming(NamingMode::Tagged)
+        .env_vars([("STATSD_TAGS".to_owned(), "env:prod,service:api".to_owned())])
+        .unwrap()
+        .build()
+        .unwrap();
+    let (_server, url) = e2e::serve(app(statsd.layer().status_classes(true)));
+    hit(&url, &["/", "/created", "/oops"]);
+    use tower_statsd::prelude::*;
+    statsd.count("jobs", 3).unwrap();
+    assert!(statsd.flush());
+
+    // statsd 0.9 turns `|#k:v` into `;k=v`, in the order sent.
+    let expected: Vec<(String, f64)> = [
+        ("route=root;method=GET;status=2xx", 1.0),
+        ("route=created;method=GET;status=2xx", 1.0),
+        ("route=oops;method=GET;status=5xx", 1.0),
+    ]
+    .into_iter()
+    .map(|(tags, n)| {
+        (
+            format!("consttags.http.requests;{tags};env=prod;service=api"),
+            n,
+        )
+    })
+    .chain([("consttags.jobs;env=prod;service=api".to_owned(), 3.0)])
+    .collect();
+    counters_reach(stack, &expected);
+    let timers = stack.admin("timers");
+    let key =
+        "consttags.http.request.duration;route=root;method=GET;status=2xx;env=prod;service=api";
+    assert!(
+        timers.contains(&format!("'{key}'")),
+        "{key} not in {timers}"
+    );
+    let counters = stack.admin("counters");
+    assert_eq!(
+        admin_value(&counters, "statsd.bad_lines_seen"),
+        Some(0.0),
+        "{counters}"
+    );
 }

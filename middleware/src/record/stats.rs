@@ -383,17 +383,9 @@ impl RouteStats {
             return;
         }
         self.in_flight_sent.store(in_flight, Relaxed);
-        let route_tag;
-        let tags = match self.names.mode {
-            NamingMode::Hierarchical => "",
-            NamingMode::Tagged => {
-                route_tag = format!("route:{}", self.names.route);
-                &route_tag
-            }
-        };
         out.push_metric(&Metric {
             name: &self.names.in_flight,
-            tags,
+            tags: &self.names.in_flight_tags,
             value: Value::Gauge(in_flight as f64),
         });
     }
@@ -460,6 +452,7 @@ impl RouteStats {
                     .as_ref()
                     .map_or("error", |status| status_text(status, names.status_classes)),
             );
+            tags.push_str(&names.constant_tags);
             out.push_metric(&Metric {
                 name: &names.called,
                 tags: &tags,

@@ -1,0 +1,110 @@
+//! Tags in tagged mode: the client's constant tags on the layer's metrics
+//! and the handlers' own, the request's tags from a closure with a cap on
+//! distinct values, and what hierarchical mode does with them (nothing).
+
+mod support;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use cadence::SpyMetricSink;
+use crossbeam_channel::Receiver;
+use http::Request;
+use support::flushed_lines;
+use tower::ServiceExt;
+use tower_statsd::cadence::prelude::*;
+use tower_statsd::{NamingMode, Server, Statsd, StatsdBuilder};
+
+/// One line a value, so that lines compare exactly.
+fn spy(builder: StatsdBuilder) -> (Statsd, Receiver<Vec<u8>>) {
+    let (rx, spy) = SpyMetricSink::new();
+    let statsd = builder
+        .prefix("p")
+        .server(Server::StatsdExporter)
+        .flush_interval(Duration::from_secs(3600))
+        .build_with(spy)
+        .expect("build");
+    (statsd, rx)
+}
+
+async fn get_ok(app: &Router, uri: &str) {
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert!(response.status().is_success());
+    axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+}
+
+/// Sorted, each request duration's value (a measured time) written `T`.
+fn sorted(lines: Vec<String>) -> Vec<String> {
+    let mut lines: Vec<String> = lines
+        .into_iter()
+        .map(|line| match line.split_once(".duration:") {
+            Some((name, rest)) => {
+                let (_, after) = rest.split_once('|').expect("a value's type");
+                format!("{name}.duration:T|{after}")
+            }
+            None => line,
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn constant_tags_go_on_every_tagged_metric() {
+    let (statsd, rx) = spy(Statsd::builder()
+        .naming(NamingMode::Tagged)
+        .tag("env", "prod")
+        .tag("service", "api"));
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(statsd.layer());
+    get_ok(&app, "/").await;
+    statsd.incr("jobs").unwrap();
+    statsd.gauge_delta("level", 2.0);
+    statsd.timing_ms("work", 0.5);
+    assert_eq!(
+        sorted(flushed_lines(&statsd, &rx)),
+        [
+            "p.http.bytes_sent:2|c|#route:root,method:GET,status:200,env:prod,service:api",
+            "p.http.request.duration:T|ms|#route:root,method:GET,status:200,env:prod,service:api",
+            "p.http.requests:1|c|#route:root,method:GET,status:200,env:prod,service:api",
+            "p.jobs:1|c|#env:prod,service:api",
+            "p.level:+2|g|#env:prod,service:api",
+            "p.work:0.5|ms|#env:prod,service:api",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hierarchical_mode_sends_no_tags() {
+    let (statsd, rx) = spy(Statsd::builder().tag("env", "prod"));
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(statsd.layer());
+    get_ok(&app, "/").await;
+    statsd.incr("jobs").unwrap();
+    statsd.gauge_delta("level", 2.0);
+    let lines = sorted(flushed_lines(&statsd, &rx));
+    assert!(lines.iter().all(|l| !l.contains('#')), "{lines:?}");
+    assert!(lines.contains(&"p.root.called:1|c".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"p.jobs:1|c".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"p.level:+2|g".to_owned()), "{lines:?}");
+
+    // A layer set to tagged mode on this client takes the constant tags.
+    let layer = statsd.layer().naming(NamingMode::Tagged);
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(layer);
+    get_ok(&app, "/").await;
+    let lines = sorted(flushed_lines(&statsd, &rx));
+    assert!(
+        lines
+            .contains(&"p.http.requests:1|c|#route:root,method:GET,status:200,env:prod".to_owned()),
+        "{lines:?}"
+    );
+}

@@ -176,6 +176,7 @@ pub use config::{
 pub use future::ResponseFuture;
 pub use layer::StatsdLayer;
 pub use naming::{route_name, NamingMode, UNMATCHED};
+pub use record::{DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS, OVERFLOW_TAG_VALUE};
 pub use service::StatsdService;
 pub use sink::{Protocol, Server, UnknownProtocol, UnknownServer};
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};

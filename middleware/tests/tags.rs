@@ -108,3 +108,105 @@ async fn hierarchical_mode_sends_no_tags() {
         "{lines:?}"
     );
 }
+
+fn tier(parts: &http::request::Parts) -> Option<&str> {
+    parts.headers.get("x-tier").and_then(|v| v.to_str().ok())
+}
+
+async fn get_with_tier(app: &Router, tier: Option<&str>) {
+    let mut request = Request::get("/");
+    if let Some(tier) = tier {
+        request = request.header("x-tier", tier);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+}
+
+/// The request counters' lines, sorted.
+fn requests(lines: Vec<String>) -> Vec<String> {
+    sorted(lines)
+        .into_iter()
+        .filter(|l| l.starts_with("p.http.requests:") || l.contains("tag_overflow"))
+        .collect()
+}
+
+#[tokio::test]
+async fn request_tags_are_sanitised_and_capped() {
+    let (statsd, rx) = spy(Statsd::builder()
+        .naming(NamingMode::Tagged)
+        .tag("env", "prod"));
+    let layer = statsd
+        .layer()
+        .request_tag("tier", tier)
+        .request_tag("api", |_| Some("v1"))
+        .max_request_tag_values(2);
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(layer);
+    for value in [
+        Some("gold"),
+        Some("gold"),
+        None,
+        Some("a|b#c"),
+        Some("x"),
+        Some("y"),
+    ] {
+        get_with_tier(&app, value).await;
+    }
+    assert_eq!(
+        requests(flushed_lines(&statsd, &rx)),
+        [
+            "p.http.requests:1|c|#route:root,method:GET,status:200,api:v1,env:prod",
+            "p.http.requests:1|c|#route:root,method:GET,status:200,tier:a_b_c,api:v1,env:prod",
+            "p.http.requests:2|c|#route:root,method:GET,status:200,tier:_other,api:v1,env:prod",
+            "p.http.requests:2|c|#route:root,method:GET,status:200,tier:gold,api:v1,env:prod",
+            "p.tower_statsd.tag_overflow:2|c|#tag:tier,env:prod",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_is_empty_reserved_repeated_or_one_too_many_is_ignored() {
+    let (statsd, rx) = spy(Statsd::builder().naming(NamingMode::Tagged));
+    let mut layer = statsd.layer();
+    for key in [
+        "", "route", "method", "status", "a", "a", "b", "c", "d|x", "e",
+    ] {
+        layer = layer.request_tag(key, |_| Some("1"));
+    }
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(layer);
+    get_with_tier(&app, None).await;
+    assert_eq!(
+        requests(flushed_lines(&statsd, &rx)),
+        ["p.http.requests:1|c|#route:root,method:GET,status:200,a:1,b:1,c:1,d_x:1"]
+    );
+}
+
+#[tokio::test]
+async fn hierarchical_mode_never_calls_the_closure() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (statsd, rx) = spy(Statsd::builder());
+    let called = Arc::new(AtomicBool::new(false));
+    let seen = called.clone();
+    let layer = statsd.layer().request_tag("tier", move |_| {
+        seen.store(true, Ordering::Relaxed);
+        Some("gold")
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(layer);
+    get_with_tier(&app, Some("gold")).await;
+    let lines = sorted(flushed_lines(&statsd, &rx));
+    assert!(lines.contains(&"p.root.called:1|c".to_owned()), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains('#')), "{lines:?}");
+    assert!(!called.load(Ordering::Relaxed));
+}

@@ -133,3 +133,56 @@ fn constant_tags_and_status_classes_reach_the_daemon_as_graphite_tags() {
         "{counters}"
     );
 }
+
+#[test]
+fn request_tags_reach_the_daemon_with_their_cap() {
+    let stack = stack();
+    let statsd = Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix("reqtags")
+        .server(Server::Etsy)
+        .naming(NamingMode::Tagged)
+        .tag("env", "prod")
+        .build()
+        .unwrap();
+    let layer = statsd
+        .layer()
+        .request_tag("tier", |request| {
+            request.headers.get("x-tier").and_then(|v| v.to_str().ok())
+        })
+        .max_request_tag_values(2);
+    let (_server, url) = e2e::serve(app(layer));
+    let http = reqwest::blocking::Client::new();
+    // Two values fit; every later one (hostile or not) is `_other`.
+    for tier in ["gold", "gold", "silver", "bronze", "x;y=z|#w", "gold"] {
+        http.get(format!("{url}/"))
+            .header("x-tier", tier)
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+    }
+    assert!(statsd.flush());
+
+    let key = |tier: &str| {
+        format!("reqtags.http.requests;route=root;method=GET;status=200;tier={tier};env=prod")
+    };
+    let expected = vec![
+        (key("gold"), 3.0),
+        (key("silver"), 1.0),
+        (key("_other"), 2.0),
+        (
+            "reqtags.tower_statsd.tag_overflow;tag=tier;env=prod".to_owned(),
+            2.0,
+        ),
+    ];
+    let counters = counters_reach(stack, &expected);
+    let series = counters.matches("reqtags.http.requests;").count();
+    assert_eq!(series, 3, "no series past the cap: {counters}");
+    assert_eq!(
+        admin_value(&counters, "statsd.bad_lines_seen"),
+        Some(0.0),
+        "{counters}"
+    );
+}

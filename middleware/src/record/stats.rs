@@ -21,6 +21,7 @@ use crossbeam_utils::CachePadded;
 use http::StatusCode;
 
 use super::members::Members;
+use super::tags::TagIds;
 use crate::naming::{MethodTag, NamingMode, RouteNames};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
@@ -119,6 +120,8 @@ pub(crate) struct Key {
     /// `None` when the inner service failed, or the future was dropped,
     /// before a response existed.
     pub(crate) status: Option<StatusCode>,
+    /// The request's own tags (tagged mode).
+    pub(crate) tags: TagIds,
 }
 
 /// The timer series a request's time goes to: one per route in
@@ -452,6 +455,9 @@ impl RouteStats {
                     .as_ref()
                     .map_or("error", |status| status_text(status, names.status_classes)),
             );
+            if let Some(request_tags) = &names.request_tags {
+                request_tags.write(key.tags, &mut tags);
+            }
             tags.push_str(&names.constant_tags);
             out.push_metric(&Metric {
                 name: &names.called,
@@ -596,6 +602,7 @@ mod tests {
         Key {
             method: MethodTag::of(&method.parse().unwrap()),
             status: Some(StatusCode::from_u16(status).unwrap()),
+            tags: TagIds::NONE,
         }
     }
 
@@ -678,6 +685,7 @@ mod tests {
         let failed = Key {
             method: MethodTag::of(&http::Method::GET),
             status: None,
+            tags: TagIds::NONE,
         };
         root.record(failed, MS_1_5, 0, user("1"));
         assert_eq!(drained(&root), ["p.root.called:1|c", "p.root:1.5|ms"]);

@@ -71,6 +71,7 @@ async fn constant_tags_go_on_every_tagged_metric() {
         sorted(flushed_lines(&statsd, &rx)),
         [
             "p.http.bytes_sent:2|c|#route:root,method:GET,status:200,env:prod,service:api",
+            "p.http.in_flight:1|g|#route:root,env:prod,service:api",
             "p.http.request.duration:T|ms|#route:root,method:GET,status:200,env:prod,service:api",
             "p.http.requests:1|c|#route:root,method:GET,status:200,env:prod,service:api",
             "p.jobs:1|c|#env:prod,service:api",

@@ -201,6 +201,10 @@ pub(crate) struct Shard {
     /// What recording needs of the route, copied here so that a request
     /// reaches it through its shard alone.
     rules: Rules,
+    /// The most requests in flight on this shard at once this window,
+    /// written by the requests entering on this shard's core; the flusher
+    /// starts each window from the number in flight then.
+    peak: AtomicUsize,
 }
 
 /// A route's shard as a request holds it, from when it enters the layer to
@@ -292,6 +296,7 @@ impl RouteStats {
                         window: Mutex::default(),
                         spare: Mutex::default(),
                         rules: rules.clone(),
+                        peak: AtomicUsize::new(0),
                     }))
                 })
                 .collect(),
@@ -302,8 +307,31 @@ impl RouteStats {
 
     /// A request entered the layer on this thread: it holds this thread's
     /// shard until [`Shard::record`], and counts as in flight meanwhile.
+    /// The shard's peak goes up if this is the most in flight on it yet:
+    /// a read of the count just written, on this core's own line, and a
+    /// write only when the peak rises.
     pub(crate) fn enter(&self) -> ShardRef {
-        self.shards[shard_of_this_thread()].clone()
+        let shard = self.shards[shard_of_this_thread()].clone();
+        let now = Arc::strong_count(&shard) - 1;
+        if now > shard.peak.load(Relaxed) {
+            shard.peak.fetch_max(now, Relaxed);
+        }
+        shard
+    }
+
+    /// The most requests in flight this window: the sum of the shards'
+    /// peaks, each restarted from its number in flight now. A request that
+    /// entered on one shard holds it to its end, so the sum is never below
+    /// the true peak; shards that peaked at different moments make it
+    /// higher (equal when one core serves the route).
+    fn peak_in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let now = Arc::strong_count(shard) - 1;
+                shard.peak.swap(now, Relaxed).max(now)
+            })
+            .sum()
     }
 
     /// Requests that entered and are not recorded yet. The shards are read
@@ -347,7 +375,7 @@ impl RouteStats {
     /// Writes the window to `out` and starts a new one.
     pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
         merged.clear();
-        let in_flight = self.in_flight();
+        let in_flight = self.peak_in_flight();
         for shard in self.shards.iter() {
             let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
@@ -380,7 +408,8 @@ impl RouteStats {
         }
     }
 
-    /// The in-flight gauge, every window while it is or was non-zero.
+    /// The in-flight gauge (the window's peak), every window while it is
+    /// or was non-zero.
     fn write_in_flight(&self, out: &mut PacketWriter, in_flight: usize) {
         if in_flight == 0 && self.in_flight_sent.load(Relaxed) == 0 {
             return;
@@ -671,12 +700,19 @@ mod tests {
             [
                 "p.root.bytes_sent:35|c",
                 "p.root.called:4|c",
+                // One at a time: the window's peak.
+                "p.root.in_flight:1|g",
                 "p.root.status.200:3|c",
                 "p.root.status.404:1|c",
                 "p.root:1.5|ms:1.5|ms:1.5|ms:1.5|ms",
             ]
         );
-        assert!(drained(&root).is_empty(), "a drained window starts empty");
+        assert_eq!(
+            drained(&root),
+            ["p.root.in_flight:0|g"],
+            "a drained window starts empty, the gauge at 0 once"
+        );
+        assert!(drained(&root).is_empty());
     }
 
     #[test]
@@ -688,7 +724,10 @@ mod tests {
             tags: TagIds::NONE,
         };
         root.record(failed, MS_1_5, 0, user("1"));
-        assert_eq!(drained(&root), ["p.root.called:1|c", "p.root:1.5|ms"]);
+        assert_eq!(
+            drained(&root),
+            ["p.root.called:1|c", "p.root.in_flight:1|g", "p.root:1.5|ms"]
+        );
     }
 
     #[test]
@@ -701,6 +740,7 @@ mod tests {
             drained(&root),
             [
                 "p.http.bytes_sent:14|c|#route:root,method:GET,status:200",
+                "p.http.in_flight:1|g|#route:root",
                 "p.http.request.duration:1.5|ms:1.5|ms|#route:root,method:GET,status:200",
                 "p.http.request.duration:1.5|ms|#route:root,method:DELETE,status:405",
                 "p.http.requests:1|c|#route:root,method:DELETE,status:405",
@@ -739,6 +779,7 @@ mod tests {
         assert_eq!(
             drained(&tagged),
             [
+                "p.http.in_flight:1|g|#route:root",
                 "p.http.request.duration:1.5|ms:1.5|ms|#route:root,method:GET,status:2xx",
                 "p.http.request.duration:1.5|ms|#route:root,method:GET,status:5xx",
                 "p.http.requests:1|c|#route:root,method:GET,status:5xx",
@@ -793,7 +834,11 @@ mod tests {
         assert_eq!(drained(&root), ["p.root.in_flight:2|g"], "every window");
         first.record(key("GET", 200), MS_1_5, 0, None);
         drop(first);
-        assert!(drained(&root).contains(&"p.root.in_flight:1|g".to_owned()));
+        assert!(
+            drained(&root).contains(&"p.root.in_flight:2|g".to_owned()),
+            "two at the window's start"
+        );
+        assert_eq!(drained(&root), ["p.root.in_flight:1|g"], "then one");
         // Ends on another thread: it leaves the shard it entered on.
         std::thread::scope(|scope| {
             scope.spawn(move || {
@@ -801,10 +846,8 @@ mod tests {
                 drop(second);
             });
         });
-        assert!(
-            drained(&root).contains(&"p.root.in_flight:0|g".to_owned()),
-            "once 0"
-        );
+        assert!(drained(&root).contains(&"p.root.in_flight:1|g".to_owned()));
+        assert_eq!(drained(&root), ["p.root.in_flight:0|g"], "once 0");
         assert!(drained(&root).is_empty(), "then nothing");
         assert!(!root.in_use());
 
@@ -812,6 +855,37 @@ mod tests {
         let _in_flight = tagged.enter();
         assert!(tagged.in_use());
         assert_eq!(drained(&tagged), ["p.http.in_flight:1|g|#route:users._id"]);
+    }
+
+    #[test]
+    fn in_flight_is_the_windows_peak_even_when_all_ended_inside_it() {
+        let root = stats(NamingMode::Hierarchical, "/", 0);
+        let requests: Vec<ShardRef> = (0..3).map(|_| root.enter()).collect();
+        for request in requests {
+            request.record(key("GET", 200), MS_1_5, 0, None);
+        }
+        let lines = drained(&root);
+        assert!(
+            lines.contains(&"p.root.in_flight:3|g".to_owned()),
+            "three at once, none at the end: {lines:?}"
+        );
+        // The next window starts from the number in flight then (none).
+        let one = root.enter();
+        assert_eq!(drained(&root), ["p.root.in_flight:1|g"]);
+        drop(one);
+        // Two threads, each holding two at once: on one shard or on two
+        // (then each shard's peak is 2), the window's peak is 4.
+        let both = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let held = (root.enter(), root.enter());
+                    both.wait();
+                    drop(held);
+                });
+            }
+        });
+        assert_eq!(drained(&root), ["p.root.in_flight:4|g"]);
     }
 
     #[test]

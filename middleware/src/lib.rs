@@ -26,6 +26,7 @@
 //! | `{prefix}.{route}.bytes_sent` | counter | response body bytes, counted from the frames |
 //! | `{prefix}.{set}` | set | a response below 400 whose request carries a user key |
 //! | `{prefix}.tower_statsd.dropped` | counter | metrics dropped: a handler's line was malformed, or a window grew far past its size while the flusher lagged |
+//! | `{prefix}.tower_statsd.tag_overflow` | counter, tagged `tag:{key}` | tagged mode: requests whose [request tag](StatsdLayer::request_tag) took a value past its cap |
 //!
 //! `{route}` comes from axum's route template: `/` → `root`,
 //! `/users/{id}/posts` → `users._id.posts`, `/{*rest}` → `_rest`, and

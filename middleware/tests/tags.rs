@@ -211,3 +211,47 @@ async fn hierarchical_mode_never_calls_the_closure() {
     assert!(lines.iter().all(|l| !l.contains('#')), "{lines:?}");
     assert!(!called.load(Ordering::Relaxed));
 }
+
+#[test]
+fn constant_tags_in_hierarchical_mode_are_a_warning_at_build() {
+    let warning = "constant tags (STATSD_TAGS) go only on tagged metrics";
+    let build = |builder: StatsdBuilder| logged(|| drop(spy(builder)));
+    assert!(build(Statsd::builder().tag("env", "prod")).contains(warning));
+    assert!(!build(Statsd::builder()).contains(warning));
+    let tagged = Statsd::builder()
+        .naming(NamingMode::Tagged)
+        .tag("env", "prod");
+    assert!(!build(tagged).contains(warning));
+}
+
+#[test]
+fn a_layers_debug_names_its_request_tag_keys() {
+    let (statsd, _rx) = spy(Statsd::builder().naming(NamingMode::Tagged));
+    let layer = statsd.layer().request_tag("tier", tier);
+    let debug = format!("{layer:?}");
+    assert!(debug.contains("request_tags: [\"tier\"]"), "{debug}");
+}
+
+/// What `tracing` writes while `f` runs on this thread.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = captured.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}

@@ -441,6 +441,18 @@ mod tests {
         assert_eq!(statsd.sink().sources(), 0, "nobody records into them");
     }
 
+    #[test]
+    fn a_tagged_layer_without_request_tags_has_no_tags_source() {
+        let statsd = crate::Statsd::builder()
+            .server(crate::Server::StatsdExporter)
+            .naming(crate::NamingMode::Tagged)
+            .flush_interval(std::time::Duration::from_secs(3600))
+            .build_with(cadence::NopMetricSink)
+            .unwrap();
+        let _layer = statsd.layer();
+        assert_eq!(statsd.sink().sources(), 1, "its routes only");
+    }
+
     /// What `tracing` writes while `f` runs on this thread.
     fn logged(f: impl FnOnce()) -> String {
         #[derive(Clone, Default)]

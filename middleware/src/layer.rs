@@ -157,8 +157,8 @@ impl StatsdLayer {
     /// `tag:{key}`), and one warning is logged. Keys and values are
     /// sanitised like names (outside `[A-Za-z0-9_.-]` becomes `_`; values
     /// are cut to 64 bytes). At most [`MAX_REQUEST_TAGS`] keys; a key that
-    /// is empty, repeated, or one of the layer's own (`route`, `method`,
-    /// `status`) is ignored with a warning.
+    /// is empty, repeated, a constant tag's, or one of the layer's own
+    /// (`route`, `method`, `status`) is ignored with a warning.
     ///
     /// Each distinct value is one more series per route, method and
     /// status: keep to values of a small, known set (a tenant tier, an API
@@ -172,12 +172,17 @@ impl StatsdLayer {
         if key.is_empty()
             || ["route", "method", "status"].contains(&key.as_str())
             || tags.iter().any(|(k, _)| **k == *key)
+            || self
+                .tags
+                .split(',')
+                .any(|tag| tag.split(':').next() == Some(&key))
             || tags.len() == MAX_REQUEST_TAGS
         {
             tracing::warn!(
                 key,
                 "request tag ignored: its key is empty, the layer's own (route, method, \
-                 status), given twice, or one past the most ({MAX_REQUEST_TAGS})"
+                 status), given twice, a constant tag's, or one past the most \
+                 ({MAX_REQUEST_TAGS})"
             );
             return self;
         }

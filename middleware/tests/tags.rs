@@ -173,12 +173,16 @@ async fn request_tags_are_sanitised_and_capped() {
 }
 
 #[tokio::test]
-async fn a_key_that_is_empty_reserved_repeated_or_one_too_many_is_ignored() {
-    let (statsd, rx) = spy(Statsd::builder().naming(NamingMode::Tagged));
+async fn a_key_that_is_empty_reserved_constant_repeated_or_one_too_many_is_ignored() {
+    let (statsd, rx) = spy(Statsd::builder()
+        .naming(NamingMode::Tagged)
+        .tag("env", "prod")
+        .tag("team", "web"));
     let mut layer = statsd.layer();
-    for key in [
-        "", "route", "method", "status", "a", "a", "b", "c", "d|x", "e",
-    ] {
+    let keys = [
+        "", "route", "method", "status", "env", "team", "a", "a", "b", "c", "d|x", "e",
+    ];
+    for key in keys {
         layer = layer.request_tag(key, |_| Some("1"));
     }
     let app = Router::new()
@@ -187,7 +191,7 @@ async fn a_key_that_is_empty_reserved_repeated_or_one_too_many_is_ignored() {
     get_with_tier(&app, None).await;
     assert_eq!(
         requests(flushed_lines(&statsd, &rx)),
-        ["p.http.requests:1|c|#route:root,method:GET,status:200,a:1,b:1,c:1,d_x:1"]
+        ["p.http.requests:1|c|#route:root,method:GET,status:200,a:1,b:1,c:1,d_x:1,env:prod,team:web"]
     );
 }
 

@@ -102,8 +102,8 @@ async fn a_caught_handler_panic_is_a_timed_500() {
     let t = totals(&flushed_lines(&statsd, &rx));
     assert_eq!(
         t.gauges["t.boom.in_flight"],
-        ["1"],
-        "the window's peak: in flight at its start"
+        ["1", "0"],
+        "the window's peak (in flight at its start), then 0: the route retired"
     );
     assert_eq!(t.counters["t.boom.called"], 1.0);
     assert_eq!(t.counters["t.boom.status.500"], 1.0);
@@ -127,7 +127,11 @@ async fn an_uncaught_handler_panic_still_counts_and_times_without_a_status() {
     assert!(task.await.unwrap_err().is_panic());
 
     let t = totals(&flushed_lines(&statsd, &rx));
-    assert_eq!(t.gauges["t.boom.in_flight"], ["1"], "the window's peak");
+    assert_eq!(
+        t.gauges["t.boom.in_flight"],
+        ["1", "0"],
+        "the window's peak, then 0: drained by the unwind"
+    );
     assert_eq!(t.counters["t.boom.called"], 1.0);
     assert!(
         t.counters.keys().all(|k| !k.contains(".status.")),

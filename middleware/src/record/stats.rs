@@ -408,6 +408,13 @@ impl RouteStats {
         }
     }
 
+    /// Sets the gauge back to 0 after the route's last drain, if it was
+    /// sent above 0: nothing records into the route any more, and the
+    /// daemon would otherwise keep the last window's peak.
+    pub(crate) fn retire(&self, out: &mut PacketWriter) {
+        self.write_in_flight(out, 0);
+    }
+
     /// The in-flight gauge (the window's peak), every window while it is
     /// or was non-zero.
     fn write_in_flight(&self, out: &mut PacketWriter, in_flight: usize) {

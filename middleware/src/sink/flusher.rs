@@ -396,8 +396,11 @@ impl Flusher {
                 Arc::strong_count(source) == 2 && !source.in_use()
             })
             .collect();
-        for source in &sources {
+        for (source, &finished) in sources.iter().zip(&finished) {
             source.drain(&mut self.writer);
+            if finished {
+                source.retire(&mut self.writer);
+            }
         }
         if finished.contains(&true) {
             let mut finished = finished.into_iter();

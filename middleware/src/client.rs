@@ -54,6 +54,8 @@ struct Inner {
     naming: NamingMode,
     /// The constant tags, `env:prod,service:api` (empty without any).
     tags: Box<str>,
+    /// The layers' default for status classes.
+    status_classes: bool,
 }
 
 impl std::fmt::Debug for Statsd {
@@ -86,6 +88,7 @@ impl Statsd {
             &self.inner.prefix,
             self.inner.naming,
             &self.inner.tags,
+            self.inner.status_classes,
         )
     }
 
@@ -297,6 +300,7 @@ impl StatsdBuilder {
                 prefix,
                 naming: self.naming,
                 tags: tags.join(",").into(),
+                status_classes: self.status_classes,
             }),
         })
     }

@@ -106,6 +106,7 @@ pub enum ConfigError {
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
 /// | [`tag`](Self::tag) | `STATSD_TAGS` (`env:prod,service:api`) | none |
+/// | [`status_classes`](Self::status_classes) | `STATSD_STATUS_CLASSES` | `0` |
 ///
 /// ```
 /// use std::time::Duration;
@@ -134,6 +135,7 @@ pub struct StatsdBuilder {
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
     pub(crate) tags: Vec<(String, String)>,
+    pub(crate) status_classes: bool,
 }
 
 impl Default for StatsdBuilder {
@@ -151,6 +153,7 @@ impl Default for StatsdBuilder {
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
             tags: Vec::new(),
+            status_classes: false,
         }
     }
 }
@@ -171,6 +174,7 @@ struct EnvVars {
     socket: Option<PathBuf>,
     naming: Option<String>,
     tags: Option<String>,
+    status_classes: Option<String>,
 }
 
 /// Tag keys the layer sets itself.
@@ -295,6 +299,9 @@ impl StatsdBuilder {
         if let Some(v) = env.tags {
             self.tags = parse_tags(&v)?;
         }
+        if let Some(v) = env.status_classes {
+            self.status_classes = flag("STATSD_STATUS_CLASSES", v)?;
+        }
         Ok(self)
     }
 
@@ -390,6 +397,14 @@ impl StatsdBuilder {
     /// (`env:prod,service:api`) replaces the tags set before it is read.
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.push((key.into(), value.into()));
+        self
+    }
+
+    /// Counts responses by status class (`status.2xx`) in the layers this
+    /// client makes (default off); a layer's own
+    /// [`status_classes`](crate::StatsdLayer::status_classes) overrides it.
+    pub fn status_classes(mut self, on: bool) -> Self {
+        self.status_classes = on;
         self
     }
 
@@ -563,13 +578,15 @@ mod tests {
             .server(Server::StatsdExporter)
             .transport(Transport::Tcp)
             .naming(NamingMode::Tagged)
-            .tag("env", "prod");
+            .tag("env", "prod")
+            .status_classes(true);
         assert_eq!(
             fields(&b),
             "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", \
              max_packet_size: 1432, ipv6: true, flush_interval: 250ms, \
              max_timer_samples: Some(64), protocol: Some(DogStatsd), server: Some(StatsdExporter), \
-             transport: Tcp, naming: Tagged, tags: [(\"env\", \"prod\")] }"
+             transport: Tcp, naming: Tagged, tags: [(\"env\", \"prod\")], \
+             status_classes: true }"
         );
         // The same values read from the environment make the same builder.
         let from_env = env(&[
@@ -585,6 +602,7 @@ mod tests {
             ("STATSD_TRANSPORT", "tcp"),
             ("STATSD_NAMING", "tagged"),
             ("STATSD_TAGS", "env:prod"),
+            ("STATSD_STATUS_CLASSES", "1"),
         ])
         .unwrap();
         assert_eq!(fields(&from_env), fields(&b));
@@ -593,12 +611,30 @@ mod tests {
             "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", \
              max_packet_size: 512, ipv6: false, flush_interval: 1s, \
              max_timer_samples: None, protocol: None, server: None, transport: Udp, \
-             naming: Hierarchical, tags: [] }"
+             naming: Hierarchical, tags: [], status_classes: false }"
         );
     }
 
     #[test]
     fn every_spelling_of_a_flag() {
+        let classes = |v: &str| {
+            StatsdBuilder::new()
+                .env_vars([("STATSD_STATUS_CLASSES".to_owned(), v.to_owned())])
+                .map(|b| b.status_classes)
+        };
+        assert!(classes("1").unwrap());
+        assert!(
+            !StatsdBuilder::new()
+                .status_classes(true)
+                .env_vars([("STATSD_STATUS_CLASSES".to_owned(), "0".to_owned())])
+                .unwrap()
+                .status_classes
+        );
+        let e = classes("2xx").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "STATSD_STATUS_CLASSES=\"2xx\" is not valid: expected 0 or 1"
+        );
         for on in ["1", "true", "YES", " on "] {
             let b = StatsdBuilder::new().env_vars([("STATSD_IPV6".to_owned(), on.to_owned())]);
             assert!(b.unwrap().ipv6, "{on:?}");

@@ -60,14 +60,21 @@ struct Options {
 }
 
 impl StatsdLayer {
-    /// A layer recording into `sink`'s windows, names under `prefix`.
-    pub(crate) fn new(sink: AggregatingSink, prefix: &str, mode: NamingMode, tags: &str) -> Self {
+    /// A layer recording into `sink`'s windows, names under `prefix`, with
+    /// the client's constant `tags` and default for status classes.
+    pub(crate) fn new(
+        sink: AggregatingSink,
+        prefix: &str,
+        mode: NamingMode,
+        tags: &str,
+        status_classes: bool,
+    ) -> Self {
         let options = Options {
             mode,
             overrides: Vec::new(),
             user: None,
             response_sizes: false,
-            status_classes: false,
+            status_classes,
             request_tags: TagFns::default(),
             max_tag_values: DEFAULT_MAX_TAG_VALUES,
         };

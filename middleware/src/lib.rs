@@ -54,6 +54,7 @@
 //! | `STATSD_SOCKET` | the socket path for `unix` | [`transport`](StatsdBuilder::transport) |
 //! | `STATSD_NAMING` | `hierarchical`; or `tagged` ([`NamingMode`]) | [`naming`](StatsdBuilder::naming) |
 //! | `STATSD_TAGS` | none; constant tags on every tagged metric, `env:prod,service:api` (not sent in hierarchical mode) | [`tag`](StatsdBuilder::tag) |
+//! | `STATSD_STATUS_CLASSES` | `0`; `1` counts `status.2xx` … `status.5xx` instead of each code | [`status_classes`](StatsdBuilder::status_classes) |
 //!
 //! # Default: configured from the environment
 //!

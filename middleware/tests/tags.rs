@@ -259,3 +259,29 @@ fn logged(f: impl FnOnce()) -> String {
     let bytes = captured.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()
 }
+
+#[tokio::test]
+async fn status_classes_from_the_client_are_the_layers_default() {
+    let (statsd, rx) = spy(Statsd::builder()
+        .env_vars([("STATSD_STATUS_CLASSES".to_owned(), "1".to_owned())])
+        .unwrap());
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(statsd.layer());
+    get_ok(&app, "/").await;
+    let lines = sorted(flushed_lines(&statsd, &rx));
+    assert!(
+        lines.contains(&"p.root.status.2xx:1|c".to_owned()),
+        "{lines:?}"
+    );
+    // A layer's own setting wins.
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(statsd.layer().status_classes(false));
+    get_ok(&app, "/").await;
+    let lines = sorted(flushed_lines(&statsd, &rx));
+    assert!(
+        lines.contains(&"p.root.status.200:1|c".to_owned()),
+        "{lines:?}"
+    );
+}

@@ -26,6 +26,15 @@
 //! `Route` does, from 1 and 2 threads, against the same service behind
 //! `Identity`.
 //!
+//! Last, the peak in-flight gauge's two designs (issue 20), their request
+//! path alone, from 1 and 2 threads on one route, in alternating rounds:
+//! what a request does today (its shard's reference count up at entry,
+//! down at the end, on its own core's line), plus either **per-shard
+//! peaks** (read the count just written; raise this shard's peak when it
+//! is higher: what the layer does) or a **global counter** (one count and
+//! peak per route, shared by every core: add at entry, raise the peak,
+//! subtract at the end).
+//!
 //! `CORES_ROUNDS` and `CORES_REQUESTS` (per thread and round) override the
 //! defaults.
 
@@ -33,6 +42,7 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -41,6 +51,7 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use cadence::NopMetricSink;
+use crossbeam_utils::CachePadded;
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -274,6 +285,129 @@ fn main() {
         "  metrics dropped by tower-statsd: {}",
         statsd.sink().dropped()
     );
+    peak_designs(rounds, n * 200);
+}
+
+/// A route's counts as one of the peak designs keeps them.
+#[derive(Default)]
+struct Counts {
+    /// Per shard (thread here): the `Arc`'s reference count, and its peak.
+    shards: [CachePadded<(AtomicUsize, AtomicUsize)>; 2],
+    /// The global design's count and peak, shared by every thread.
+    global: CachePadded<(AtomicUsize, AtomicUsize)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Design {
+    /// No peak: the shard's reference count only.
+    None,
+    PerShard,
+    Global,
+}
+
+/// `n` requests' entries and ends on thread `t`'s shard, as `design` does them.
+fn requests(counts: &Counts, t: usize, design: Design, n: usize) {
+    let (count, peak) = &*counts.shards[t];
+    let (global, global_peak) = &*counts.global;
+    for _ in 0..n {
+        let now = count.fetch_add(1, Relaxed) + 1;
+        match design {
+            Design::None => {}
+            Design::PerShard => {
+                let now = black_box(count.load(Relaxed));
+                if now > peak.load(Relaxed) {
+                    peak.fetch_max(now, Relaxed);
+                }
+            }
+            Design::Global => {
+                let now = global.fetch_add(1, Relaxed) + 1;
+                if now > global_peak.load(Relaxed) {
+                    global_peak.fetch_max(now, Relaxed);
+                }
+            }
+        }
+        black_box(now);
+        if design == Design::Global {
+            global.fetch_sub(1, Relaxed);
+        }
+        count.fetch_sub(1, Relaxed);
+    }
+}
+
+/// CPU time of the calling thread so far, in ns (Linux).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("Linux /proc")
+        .split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .expect("schedstat's first field")
+}
+
+/// CPU ns per request of `design` from `threads` threads at once (each
+/// thread's own CPU, read by itself: the threads end with the round), and
+/// the cores busy (CPU over wall time: 2 when two threads ran at once).
+fn peak_round(counts: &Counts, design: Design, threads: usize, n: usize) -> Cost {
+    let both = std::sync::Barrier::new(threads);
+    let start = Instant::now();
+    let cpu: u64 = thread::scope(|scope| {
+        let spawned: Vec<_> = (0..threads)
+            .map(|t| {
+                let both = &both;
+                scope.spawn(move || {
+                    both.wait();
+                    let cpu = thread_cpu_ns();
+                    requests(counts, t, design, n);
+                    thread_cpu_ns() - cpu
+                })
+            })
+            .collect();
+        spawned
+            .into_iter()
+            .map(|t| t.join().expect("a thread"))
+            .sum()
+    });
+    let requests = (n * threads) as f64;
+    Cost {
+        cpu: cpu as f64 / requests,
+        wall: start.elapsed().as_nanos() as f64 / requests,
+    }
+}
+
+fn peak_designs(rounds: usize, n: usize) {
+    println!(
+        "the peak in-flight gauge's designs, their request path alone (atomics of one route): \
+         medians of {rounds} alternating rounds of {n} requests per thread, paired with no peak"
+    );
+    let counts = Counts::default();
+    let designs = [
+        ("no peak", Design::None),
+        ("per-shard peaks", Design::PerShard),
+        ("global counter", Design::Global),
+    ];
+    for threads in [1, 2] {
+        let mut costs = vec![Vec::new(); designs.len()];
+        for _ in 0..rounds {
+            for (i, (_, design)) in designs.iter().enumerate() {
+                costs[i].push(peak_round(&counts, *design, threads, n));
+            }
+        }
+        for (i, (name, _)) in designs.iter().enumerate() {
+            let added = median(
+                costs[i]
+                    .iter()
+                    .zip(&costs[0])
+                    .map(|(with, without)| with.cpu - without.cpu)
+                    .collect(),
+            );
+            println!(
+                "  {threads} thread(s)  {name:<16} cpu {:>6.1} ns   adds {added:+.1} ns a request   \
+                 cores busy {:.2}",
+                median(costs[i].iter().map(|c| c.cpu).collect()),
+                median(costs[i].iter().map(|c| c.cpu / c.wall).collect()),
+            );
+        }
+    }
 }
 
 /// Runs every scenario with every app in alternating rounds; the last app

@@ -10,7 +10,8 @@
 //! client sends into cadence's `NopMetricSink`: no I/O is measured, but every
 //! request is recorded and every window formatted. Two profiles: the default
 //! (`generic`: every timer value formatted as a line) and Etsy StatsD's (a
-//! busy timer sends a sample of 1 024 values a window).
+//! busy timer sends a sample of 1 024 values a window); and Etsy's in tagged
+//! mode with two constant tags (`env:prod,service:api`).
 //!
 //! Targets (issue 9): at most 300 ns of CPU (aim 100) and 1 allocation per
 //! request beyond the no-op layer.
@@ -32,7 +33,7 @@ use http_body_util::BodyExt;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
-use tower_statsd::{Server, Statsd, UserKey};
+use tower_statsd::{NamingMode, Server, Statsd, UserKey};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -52,7 +53,9 @@ struct Variants {
     statsd: Statsd,
     /// Etsy StatsD's profile (a busy timer sends a sample).
     etsy: Statsd,
-    apps: [(&'static str, Router); 5],
+    /// Etsy's profile, tagged, with constant tags.
+    tagged: Statsd,
+    apps: [(&'static str, Router); 6],
 }
 
 fn variants(rt: &Runtime) -> Variants {
@@ -63,6 +66,14 @@ fn variants(rt: &Runtime) -> Variants {
     let etsy = Statsd::builder()
         .prefix("bench")
         .server(Server::Etsy)
+        .build_with(NopMetricSink)
+        .expect("a client on a NopMetricSink");
+    let tagged = Statsd::builder()
+        .prefix("bench")
+        .server(Server::Etsy)
+        .naming(NamingMode::Tagged)
+        .tag("env", "prod")
+        .tag("service", "api")
         .build_with(NopMetricSink)
         .expect("a client on a NopMetricSink");
     // axum-prometheus spawns its upkeep task while building the layer.
@@ -90,9 +101,20 @@ fn variants(rt: &Runtime) -> Variants {
                 .layer(etsy.layer().user_key(UserKey::query("id"), "user"))
                 .with_state(()),
         ),
+        (
+            "tower-statsd tags",
+            routes()
+                .layer(tagged.layer().user_key(UserKey::query("id"), "user"))
+                .with_state(()),
+        ),
         ("axum-prometheus", routes().layer(prometheus).with_state(())),
     ];
-    Variants { statsd, etsy, apps }
+    Variants {
+        statsd,
+        etsy,
+        tagged,
+        apps,
+    }
 }
 
 fn runtime() -> Runtime {
@@ -155,6 +177,7 @@ fn round(rt: &Runtime, app: &Router, v: &Variants, uri: &'static str) -> Cost {
     // client's flush finds an empty window).
     assert!(v.statsd.flush());
     assert!(v.etsy.flush());
+    assert!(v.tagged.flush());
     let wall = start.elapsed().as_nanos() as f64 / n;
     let allocs = allocs.change().allocations as f64 / n;
     let cpu = match (cpu, process_cpu_ns()) {
@@ -206,7 +229,7 @@ fn summary(rt: &Runtime, v: &Variants) {
             );
         }
         let target = " (target <= 300 ns, <= 1 allocation)";
-        for (i, target) in [(2, target), (3, target), (4, "")] {
+        for (i, target) in [(2, target), (3, target), (4, target), (5, "")] {
             println!(
                 "  {name:<4} {} adds {:+.0} ns cpu, {:+.0} ns wall, {:+.2} allocations over the \
                  no-op layer{target}; {:+.0} ns cpu, {:+.2} allocations over bare",
@@ -221,7 +244,7 @@ fn summary(rt: &Runtime, v: &Variants) {
     }
     println!(
         "  metrics dropped by tower-statsd: {}",
-        v.statsd.sink().dropped() + v.etsy.sink().dropped()
+        v.statsd.sink().dropped() + v.etsy.sink().dropped() + v.tagged.sink().dropped()
     );
 }
 

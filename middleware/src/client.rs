@@ -53,6 +53,10 @@ struct Inner {
     sink: AggregatingSink,
     prefix: String,
     naming: NamingMode,
+    /// The constant tags, `env:prod,service:api` (empty without any).
+    tags: Box<str>,
+    /// The layers' default for status classes.
+    status_classes: bool,
 }
 
 impl std::fmt::Debug for Statsd {
@@ -84,6 +88,8 @@ impl Statsd {
             self.inner.sink.clone(),
             &self.inner.prefix,
             self.inner.naming,
+            &self.inner.tags,
+            self.inner.status_classes,
         )
     }
 
@@ -191,9 +197,14 @@ impl Statsd {
         } else {
             format!("{}.{key}", self.inner.prefix)
         };
+        // Constant tags go on every tagged metric: the handlers' too.
+        let tags = match self.inner.naming {
+            NamingMode::Tagged => &*self.inner.tags,
+            NamingMode::Hierarchical => "",
+        };
         self.inner.sink.record(Metric {
             name: &name,
-            tags: "",
+            tags,
             value,
         });
     }
@@ -273,15 +284,29 @@ impl StatsdBuilder {
             format!("{prefix}.{DROPPED_METRIC}")
         };
         let sink = AggregatingSink::start(Box::new(transport), settings, dropped)?;
-        let client = StatsdClient::builder(&prefix, sink.clone())
-            .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"))
-            .build();
+        let mut client = StatsdClient::builder(&prefix, sink.clone())
+            .with_error_handler(|e| tracing::trace!(error = %e, "metric not recorded"));
+        // Constant tags go on every tagged metric: the handlers' too.
+        if self.naming == NamingMode::Tagged {
+            for (key, value) in &self.tags {
+                client = client.with_tag(key, value);
+            }
+        } else if !self.tags.is_empty() {
+            tracing::warn!(
+                "constant tags (STATSD_TAGS) go only on tagged metrics: hierarchical names \
+                 stay as they are, and only a layer set to NamingMode::Tagged sends them"
+            );
+        }
+        let client = client.build();
+        let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         Ok(Statsd {
             inner: Arc::new(Inner {
                 client,
                 sink,
                 prefix,
                 naming: self.naming,
+                tags: tags.join(",").into(),
+                status_classes: self.status_classes,
             }),
         })
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::naming::NamingMode;
+use crate::naming::{is_tag_char, NamingMode};
 use crate::sink::settings::{Invalid, Requested, Settings};
 use crate::sink::{Protocol, Server};
 
@@ -65,6 +65,14 @@ pub enum ConfigError {
     /// A packing or a timer cap the server cannot read right.
     #[error("{0}")]
     ServerCannotRead(String),
+    /// A constant tag that cannot be sent as it is.
+    #[error("the tag {tag:?} is not valid: {reason}; tags are key:value pairs of letters, digits, `_`, `-` and `.`, separated by commas (STATSD_TAGS=env:prod,service:api)")]
+    InvalidTag {
+        /// The tag, `key:value`.
+        tag: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A Unix transport without a socket path.
     #[error("STATSD_TRANSPORT=unix needs STATSD_SOCKET, the path of the daemon's datagram socket")]
     MissingSocketPath,
@@ -88,6 +96,8 @@ pub enum ConfigError {
 /// | [`protocol`](Self::protocol) | `STATSD_PROTOCOL` (`plain`, `etsy`, `dogstatsd`) | the server's packing |
 /// | [`transport`](Self::transport) | `STATSD_TRANSPORT` (`udp`, `tcp`, `unix`) + `STATSD_SOCKET` | `udp` |
 /// | [`naming`](Self::naming) | `STATSD_NAMING` (`hierarchical`, `tagged`) | `hierarchical` |
+/// | [`tag`](Self::tag) | `STATSD_TAGS` (`env:prod,service:api`) | none |
+/// | [`status_classes`](Self::status_classes) | `STATSD_STATUS_CLASSES` | `0` |
 ///
 /// ```
 /// use std::time::Duration;
@@ -115,6 +125,8 @@ pub struct StatsdBuilder {
     pub(crate) server: Option<Server>,
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
+    pub(crate) tags: Vec<(String, String)>,
+    pub(crate) status_classes: bool,
 }
 
 impl Default for StatsdBuilder {
@@ -131,6 +143,8 @@ impl Default for StatsdBuilder {
             server: None,
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
+            tags: Vec::new(),
+            status_classes: false,
         }
     }
 }
@@ -150,6 +164,29 @@ struct EnvVars {
     transport: Option<String>,
     socket: Option<PathBuf>,
     naming: Option<String>,
+    tags: Option<String>,
+    status_classes: Option<String>,
+}
+
+/// Tag keys the layer sets itself.
+const RESERVED_TAGS: [&str; 3] = ["route", "method", "status"];
+
+/// `STATSD_TAGS`: `key:value` pairs separated by commas, spaces around them
+/// ignored; what each may hold is checked by `validate`.
+fn parse_tags(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+        .map(|tag| match tag.split_once(':') {
+            Some((key, value)) => Ok((key.trim().to_owned(), value.trim().to_owned())),
+            None => Err(ConfigError::InvalidValue {
+                name: "STATSD_TAGS",
+                value: value.to_owned(),
+                expected: "key:value pairs separated by commas (env:prod,service:api)",
+            }),
+        })
+        .collect()
 }
 
 fn flag(name: &'static str, value: String) -> Result<bool, ConfigError> {
@@ -250,6 +287,12 @@ impl StatsdBuilder {
                 }
             };
         }
+        if let Some(v) = env.tags {
+            self.tags = parse_tags(&v)?;
+        }
+        if let Some(v) = env.status_classes {
+            self.status_classes = flag("STATSD_STATUS_CLASSES", v)?;
+        }
         Ok(self)
     }
 
@@ -338,6 +381,24 @@ impl StatsdBuilder {
         self
     }
 
+    /// Adds a constant tag, `key:value`, to every metric sent with tags
+    /// (tagged naming; hierarchical names never change, so there it is not
+    /// sent). Keys and values take letters, digits, `_`, `-` and `.`; the
+    /// keys `route`, `method` and `status` are the layer's own. `STATSD_TAGS`
+    /// (`env:prod,service:api`) replaces the tags set before it is read.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.push((key.into(), value.into()));
+        self
+    }
+
+    /// Counts responses by status class (`status.2xx`) in the layers this
+    /// client makes (default off); a layer's own
+    /// [`status_classes`](crate::StatsdLayer::status_classes) overrides it.
+    pub fn status_classes(mut self, on: bool) -> Self {
+        self.status_classes = on;
+        self
+    }
+
     /// The delivery settings, validated by the sink's rules (the same for
     /// both builders), and the checks of this builder's own settings.
     pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
@@ -365,6 +426,24 @@ impl StatsdBuilder {
                  gostatsd)",
                 settings.server
             )));
+        }
+        for (at, (key, value)) in self.tags.iter().enumerate() {
+            let invalid = |reason| ConfigError::InvalidTag {
+                tag: format!("{key}:{value}"),
+                reason,
+            };
+            if key.is_empty() || value.is_empty() {
+                return Err(invalid("a key and a value are needed"));
+            }
+            if !key.chars().chain(value.chars()).all(is_tag_char) {
+                return Err(invalid("it has a character outside those"));
+            }
+            if RESERVED_TAGS.contains(&key.as_str()) {
+                return Err(invalid("route, method and status are the layer's own tags"));
+            }
+            if self.tags[..at].iter().any(|(k, _)| k == key) {
+                return Err(invalid("its key is given twice"));
+            }
         }
         Ok(settings)
     }
@@ -507,13 +586,16 @@ mod tests {
             .protocol(Protocol::DogStatsd)
             .server(Server::StatsdExporter)
             .transport(Transport::Tcp)
-            .naming(NamingMode::Tagged);
+            .naming(NamingMode::Tagged)
+            .tag("env", "prod")
+            .status_classes(true);
         assert_eq!(
             fields(&b),
             "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", \
              max_packet_size: 1432, ipv6: true, flush_interval: 250ms, \
              max_timer_samples: Some(64), protocol: Some(DogStatsd), server: Some(StatsdExporter), \
-             transport: Tcp, naming: Tagged }"
+             transport: Tcp, naming: Tagged, tags: [(\"env\", \"prod\")], \
+             status_classes: true }"
         );
         // The same values read from the environment make the same builder.
         let from_env = env(&[
@@ -528,6 +610,8 @@ mod tests {
             ("STATSD_SERVER", "statsd_exporter"),
             ("STATSD_TRANSPORT", "tcp"),
             ("STATSD_NAMING", "tagged"),
+            ("STATSD_TAGS", "env:prod"),
+            ("STATSD_STATUS_CLASSES", "1"),
         ])
         .unwrap();
         assert_eq!(fields(&from_env), fields(&b));
@@ -536,12 +620,30 @@ mod tests {
             "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", \
              max_packet_size: 512, ipv6: false, flush_interval: 1s, \
              max_timer_samples: None, protocol: None, server: None, transport: Udp, \
-             naming: Hierarchical }"
+             naming: Hierarchical, tags: [], status_classes: false }"
         );
     }
 
     #[test]
     fn every_spelling_of_a_flag() {
+        let classes = |v: &str| {
+            StatsdBuilder::new()
+                .env_vars([("STATSD_STATUS_CLASSES".to_owned(), v.to_owned())])
+                .map(|b| b.status_classes)
+        };
+        assert!(classes("1").unwrap());
+        assert!(
+            !StatsdBuilder::new()
+                .status_classes(true)
+                .env_vars([("STATSD_STATUS_CLASSES".to_owned(), "0".to_owned())])
+                .unwrap()
+                .status_classes
+        );
+        let e = classes("2xx").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "STATSD_STATUS_CLASSES=\"2xx\" is not valid: expected 0 or 1"
+        );
         for on in ["1", "true", "YES", " on "] {
             let b = StatsdBuilder::new().env_vars([("STATSD_IPV6".to_owned(), on.to_owned())]);
             assert!(b.unwrap().ipv6, "{on:?}");
@@ -724,5 +826,63 @@ mod tests {
             .protocol(Protocol::Etsy)
             .max_timer_samples(64);
         assert_eq!(etsy.profile().unwrap(), (Server::Etsy, Protocol::Etsy, 64));
+    }
+
+    #[test]
+    fn constant_tags_from_the_environment_and_the_builder() {
+        let b = env(&[("STATSD_TAGS", " env:prod , service:api,,version:1.2.3 ")]).unwrap();
+        assert_eq!(
+            b.tags,
+            [("env", "prod"), ("service", "api"), ("version", "1.2.3")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(b.validate().map_err(|e| e.to_string()), Ok(()));
+        // The variable replaces what the builder had; empty, it clears.
+        let tagged = || StatsdBuilder::new().tag("team", "web");
+        let b = tagged()
+            .env_vars([("STATSD_TAGS".to_owned(), "env:prod".to_owned())])
+            .unwrap();
+        assert_eq!(b.tags, [("env".to_owned(), "prod".to_owned())]);
+        let b = tagged()
+            .env_vars([("STATSD_TAGS".to_owned(), String::new())])
+            .unwrap();
+        assert!(b.tags.is_empty());
+
+        let e = env(&[("STATSD_TAGS", "env:prod,oops")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "STATSD_TAGS=\"env:prod,oops\" is not valid: expected key:value pairs separated \
+             by commas (env:prod,service:api)"
+        );
+        let refused = |tags: &str| {
+            let b = env(&[("STATSD_TAGS", tags)]).unwrap();
+            match b.validate() {
+                Err(e @ ConfigError::InvalidTag { .. }) => e.to_string(),
+                other => panic!("{tags}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            refused("env:prod|x"),
+            "the tag \"env:prod|x\" is not valid: it has a character outside those; tags are \
+             key:value pairs of letters, digits, `_`, `-` and `.`, separated by commas \
+             (STATSD_TAGS=env:prod,service:api)"
+        );
+        assert!(refused("e|nv:prod").contains("a character outside"));
+        assert!(refused("env:").contains("a key and a value are needed"));
+        assert!(refused(":prod").contains("a key and a value are needed"));
+        assert!(refused("env:a:b").contains("a character outside"));
+        for reserved in ["route:x", "method:x", "status:x"] {
+            assert!(refused(reserved).contains("the layer's own"), "{reserved}");
+        }
+        assert!(refused("env:a,env:b").contains("given twice"));
+        assert!(refused("env:a,x:y,env:b").contains("given twice"));
+        assert_eq!(
+            StatsdBuilder::new()
+                .tag("a", "1")
+                .tag("b", "2")
+                .validate()
+                .map_err(|e| e.to_string()),
+            Ok(())
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use tower_layer::Layer;
 
 use crate::naming::{Naming, NamingMode};
-use crate::record::{Routes, Shared};
+use crate::record::{
+    sanitize_tag_key, RequestTags, Routes, Shared, TagFns, DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS,
+};
 use crate::service::StatsdService;
 use crate::sink::AggregatingSink;
 use crate::user::UserKey;
@@ -38,6 +40,8 @@ use crate::user::UserKey;
 pub struct StatsdLayer {
     sink: AggregatingSink,
     prefix: Arc<str>,
+    /// The client's constant tags, `env:prod,service:api`.
+    tags: Arc<str>,
     options: Options,
     /// The routes' statistics for these options: made on the first
     /// [`Layer::layer`] call, registered with the sink's flusher then, and
@@ -54,22 +58,37 @@ struct Options {
     overrides: Vec<(String, String)>,
     user: Option<(UserKey, String)>,
     response_sizes: bool,
+    status_classes: bool,
+    request_tags: TagFns,
+    max_tag_values: usize,
 }
 
 impl StatsdLayer {
-    /// A layer recording into `sink`'s windows, names under `prefix`.
-    pub(crate) fn new(sink: AggregatingSink, prefix: &str, mode: NamingMode) -> Self {
+    /// A layer recording into `sink`'s windows, names under `prefix`, with
+    /// the client's constant `tags` and default for status classes.
+    pub(crate) fn new(
+        sink: AggregatingSink,
+        prefix: &str,
+        mode: NamingMode,
+        tags: &str,
+        status_classes: bool,
+    ) -> Self {
         let options = Options {
             mode,
             overrides: Vec::new(),
             user: None,
             response_sizes: false,
+            status_classes,
+            request_tags: TagFns::default(),
+            max_tag_values: DEFAULT_MAX_TAG_VALUES,
         };
         let prefix: Arc<str> = prefix.into();
+        let tags: Arc<str> = tags.into();
         StatsdLayer {
             shared: Arc::default(),
             sink,
             prefix,
+            tags,
             options,
         }
     }
@@ -128,6 +147,68 @@ impl StatsdLayer {
         self.rebuild()
     }
 
+    /// Counts responses by status class (default off): `{prefix}.{route}.status.2xx`
+    /// … `status.5xx` instead of `status.200`, `status.204`, …; in tagged
+    /// mode the `status` tag becomes `2xx`. Fewer series, for dashboards
+    /// that only ask "how many failed".
+    pub fn status_classes(mut self, on: bool) -> Self {
+        self.options.status_classes = on;
+        self.rebuild()
+    }
+
+    /// Tags each request with `key:{value}`, the value taken from the
+    /// request by `value` (`None` leaves the tag out), in tagged mode only:
+    /// hierarchical names never change, and there `value` is never called.
+    ///
+    /// Cardinality stays bounded: a key takes at most
+    /// [`max_request_tag_values`](Self::max_request_tag_values) distinct
+    /// values (default [`DEFAULT_MAX_TAG_VALUES`]); later new values are
+    /// sent as [`OVERFLOW_TAG_VALUE`](crate::OVERFLOW_TAG_VALUE), counted
+    /// by the self-metric `{prefix}.tower_statsd.tag_overflow` (tagged
+    /// `tag:{key}`), and one warning is logged. Keys and values are
+    /// sanitised like names (outside `[A-Za-z0-9_.-]` becomes `_`; values
+    /// are cut to 64 bytes). At most [`MAX_REQUEST_TAGS`] keys; a key that
+    /// is empty, repeated, a constant tag's, or one of the layer's own
+    /// (`route`, `method`, `status`) is ignored with a warning.
+    ///
+    /// Each distinct value is one more series per route, method and
+    /// status: keep to values of a small, known set (a tenant tier, an API
+    /// version, a region), never ids.
+    pub fn request_tag<F>(mut self, key: &str, value: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<&str> + Send + Sync + 'static,
+    {
+        let key = sanitize_tag_key(key);
+        let tags = &mut self.options.request_tags.0;
+        if key.is_empty()
+            || ["route", "method", "status"].contains(&key.as_str())
+            || tags.iter().any(|(k, _)| **k == *key)
+            || self
+                .tags
+                .split(',')
+                .any(|tag| tag.split(':').next() == Some(&key))
+            || tags.len() == MAX_REQUEST_TAGS
+        {
+            tracing::warn!(
+                key,
+                "request tag ignored: its key is empty, the layer's own (route, method, \
+                 status), given twice, a constant tag's, or one past the most \
+                 ({MAX_REQUEST_TAGS})"
+            );
+            return self;
+        }
+        tags.push((key.into(), Arc::new(value)));
+        self.rebuild()
+    }
+
+    /// The most distinct values each request tag's key takes (default
+    /// [`DEFAULT_MAX_TAG_VALUES`], at most 65 000); see
+    /// [`request_tag`](Self::request_tag).
+    pub fn max_request_tag_values(mut self, values: usize) -> Self {
+        self.options.max_tag_values = values.min(65_000);
+        self.rebuild()
+    }
+
     fn rebuild(mut self) -> Self {
         self.shared = Arc::default();
         self
@@ -135,11 +216,30 @@ impl StatsdLayer {
 
     /// The routes' statistics for these options, drained by the sink's
     /// flusher from now on.
-    fn shared(sink: &AggregatingSink, prefix: &str, options: &Options) -> Arc<Shared> {
+    fn shared(sink: &AggregatingSink, prefix: &str, tags: &str, options: &Options) -> Arc<Shared> {
         let set = options.user.as_ref().map(|(_, set)| set.as_str());
         let sizes = options.response_sizes && sink.server().reads_distributions();
-        let naming =
-            Naming::new(prefix, options.mode, &options.overrides, set).with_response_sizes(sizes);
+        let naming = Naming::new(prefix, options.mode, &options.overrides, set)
+            .with_response_sizes(sizes)
+            .with_status_classes(options.status_classes)
+            .with_constant_tags(tags);
+        let request_tags =
+            (options.mode == NamingMode::Tagged && !options.request_tags.0.is_empty()).then(|| {
+                let overflow = if prefix.is_empty() {
+                    "tower_statsd.tag_overflow".to_owned()
+                } else {
+                    format!("{prefix}.tower_statsd.tag_overflow")
+                };
+                let tags = Arc::new(RequestTags::new(
+                    &options.request_tags.0,
+                    options.max_tag_values,
+                    &overflow,
+                    naming.constant_tags().clone(),
+                ));
+                sink.register(tags.clone());
+                tags
+            });
+        let naming = naming.with_request_tags(request_tags.clone());
         let routes = Arc::new(Routes::new(
             naming,
             sink.timer_cap(),
@@ -149,6 +249,7 @@ impl StatsdLayer {
         Arc::new(Shared {
             routes,
             user: options.user.as_ref().map(|(key, _)| key.clone()),
+            tags: request_tags,
             _sink: sink.clone(),
         })
     }
@@ -160,7 +261,7 @@ impl<S> Layer<S> for StatsdLayer {
     fn layer(&self, inner: S) -> Self::Service {
         let shared = self
             .shared
-            .get_or_init(|| Self::shared(&self.sink, &self.prefix, &self.options));
+            .get_or_init(|| Self::shared(&self.sink, &self.prefix, &self.tags, &self.options));
         StatsdService::new(inner, shared.clone())
     }
 }

@@ -22,10 +22,11 @@
 //! | `{prefix}.{route}.called` | counter | every request |
 //! | `{prefix}.{route}` | timer, float ms | when the response body ends, fails or is dropped |
 //! | `{prefix}.{route}.status.{code}` | counter | every response |
-//! | `{prefix}.{route}.in_flight` | gauge | each window while requests are between entering the layer and the end of their body; `0` once when the route drains |
+//! | `{prefix}.{route}.in_flight` | gauge | the window's peak of requests between entering the layer and the end of their body, each window the route had one; `0` once when the route drains |
 //! | `{prefix}.{route}.bytes_sent` | counter | response body bytes, counted from the frames |
 //! | `{prefix}.{set}` | set | a response below 400 whose request carries a user key |
 //! | `{prefix}.tower_statsd.dropped` | counter | metrics dropped: a handler's line was malformed, or a window grew far past its size while the flusher lagged |
+//! | `{prefix}.tower_statsd.tag_overflow` | counter, tagged `tag:{key}` | tagged mode: requests whose [request tag](StatsdLayer::request_tag) took a value past its cap |
 //!
 //! `{route}` comes from axum's route template: `/` → `root`,
 //! `/users/{id}/posts` → `users._id.posts`, `/{*rest}` → `_rest`, and
@@ -52,6 +53,8 @@
 //! | `STATSD_TRANSPORT` | `udp`; or `tcp`, `unix` ([`Transport`]) | [`transport`](StatsdBuilder::transport) |
 //! | `STATSD_SOCKET` | the socket path for `unix` | [`transport`](StatsdBuilder::transport) |
 //! | `STATSD_NAMING` | `hierarchical`; or `tagged` ([`NamingMode`]) | [`naming`](StatsdBuilder::naming) |
+//! | `STATSD_TAGS` | none; constant tags on every tagged metric, `env:prod,service:api` (not sent in hierarchical mode) | [`tag`](StatsdBuilder::tag) |
+//! | `STATSD_STATUS_CLASSES` | `0`; `1` counts `status.2xx` … `status.5xx` instead of each code | [`status_classes`](StatsdBuilder::status_classes) |
 //!
 //! # Default: configured from the environment
 //!
@@ -136,6 +139,37 @@
 //! # }
 //! ```
 //!
+//! # In your app: tags, status classes
+//!
+//! In tagged mode, constant tags go on every metric and a closure adds the
+//! request's own, each key capped at
+//! [`max_request_tag_values`](StatsdLayer::max_request_tag_values) distinct
+//! values (past it, [`OVERFLOW_TAG_VALUE`]); status classes count `2xx` …
+//! `5xx` instead of each code. Hierarchical mode ignores tags.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_statsd::{NamingMode, Server, Statsd};
+//!
+//! let statsd = Statsd::builder()
+//!     .server(Server::Etsy)
+//!     .naming(NamingMode::Tagged)
+//!     .tag("env", "prod") // or STATSD_TAGS=env:prod
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(
+//!         statsd
+//!             .layer()
+//!             .request_tag("tier", |request| {
+//!                 request.headers.get("x-tier").and_then(|v| v.to_str().ok())
+//!             })
+//!             .status_classes(true),
+//!     );
+//! // {prefix}.http.requests:1|c|#route:root,method:GET,status:2xx,tier:gold,env:prod
+//! # Ok::<(), tower_statsd::ConfigError>(())
+//! ```
+//!
 //! # More in the repository
 //!
 //! The [README] walks through the [demo] (StatsD and Graphite on your
@@ -176,6 +210,7 @@ pub use config::{
 pub use future::ResponseFuture;
 pub use layer::StatsdLayer;
 pub use naming::{route_name, NamingMode, UNMATCHED};
+pub use record::{DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS, OVERFLOW_TAG_VALUE};
 pub use service::StatsdService;
 pub use sink::{Protocol, Server, UnknownProtocol, UnknownServer};
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};

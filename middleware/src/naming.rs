@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::record::RequestTags;
+
 /// The route name used for requests that matched no route template
 /// (fallback, 404, `nest_service`).
 pub const UNMATCHED: &str = "unmatched";
@@ -51,6 +53,17 @@ pub(crate) struct RouteNames {
     pub(crate) response_size: Option<Box<str>>,
     /// How these names are laid out.
     pub(crate) mode: NamingMode,
+    /// Statuses counted by class (`2xx`) rather than by code.
+    pub(crate) status_classes: bool,
+    /// The constant tags after a request's own, `,env:prod,service:api`
+    /// (empty without any, and in hierarchical mode).
+    pub(crate) constant_tags: Arc<str>,
+    /// The in-flight gauge's tags: `route:{route}` and the constant tags
+    /// (empty in hierarchical mode).
+    pub(crate) in_flight_tags: Box<str>,
+    /// The values of the requests' own tags (tagged mode, when the layer
+    /// has any).
+    pub(crate) request_tags: Option<Arc<RequestTags>>,
 }
 
 impl RouteNames {
@@ -68,6 +81,10 @@ impl RouteNames {
                     user_set,
                     response_size: None,
                     mode,
+                    status_classes: false,
+                    constant_tags: "".into(),
+                    in_flight_tags: "".into(),
+                    request_tags: None,
                 }
             }
             // DogStatsD and Prometheus conventions: a counter in the plural
@@ -85,6 +102,10 @@ impl RouteNames {
                 user_set,
                 response_size: None,
                 mode,
+                status_classes: false,
+                constant_tags: "".into(),
+                in_flight_tags: "".into(),
+                request_tags: None,
             },
         }
     }
@@ -99,6 +120,11 @@ pub(crate) struct Naming {
     user_set: Option<Arc<str>>,
     /// Whether routes have a response size distribution.
     sizes: bool,
+    /// Whether statuses are counted by class.
+    status_classes: bool,
+    /// `,env:prod,service:api`, or empty.
+    constant_tags: Arc<str>,
+    request_tags: Option<Arc<RequestTags>>,
 }
 
 impl Naming {
@@ -108,6 +134,33 @@ impl Naming {
     pub(crate) fn with_response_sizes(mut self, sizes: bool) -> Self {
         self.sizes = sizes;
         self
+    }
+
+    /// Counts statuses by class: `status.2xx`, or the tag `status:2xx`.
+    pub(crate) fn with_status_classes(mut self, classes: bool) -> Self {
+        self.status_classes = classes;
+        self
+    }
+
+    /// Puts `tags` (`env:prod,service:api`, checked by the client's
+    /// builder) on every tagged metric of every route, after the request's
+    /// own; hierarchical names do not change.
+    pub(crate) fn with_constant_tags(mut self, tags: &str) -> Self {
+        if !tags.is_empty() {
+            self.constant_tags = format!(",{tags}").into();
+        }
+        self
+    }
+
+    /// Writes the requests' own tags from `tags` (tagged mode).
+    pub(crate) fn with_request_tags(mut self, tags: Option<Arc<RequestTags>>) -> Self {
+        self.request_tags = tags;
+        self
+    }
+
+    /// The constant tags, `,env:prod`, or empty.
+    pub(crate) fn constant_tags(&self) -> &Arc<str> {
+        &self.constant_tags
     }
 
     /// `user_set` is the unique-user set's name without the prefix, when the
@@ -141,6 +194,9 @@ impl Naming {
             prefix,
             mode,
             sizes: false,
+            status_classes: false,
+            constant_tags: "".into(),
+            request_tags: None,
         }
     }
 
@@ -154,6 +210,12 @@ impl Naming {
             },
         };
         let mut names = RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone());
+        names.status_classes = self.status_classes;
+        if self.mode == NamingMode::Tagged {
+            names.in_flight_tags = format!("route:{route}{}", self.constant_tags).into();
+            names.constant_tags = self.constant_tags.clone();
+            names.request_tags = self.request_tags.clone();
+        }
         if self.sizes {
             names.response_size = Some(match self.mode {
                 NamingMode::Hierarchical => format!("{}.response_size", names.timer).into(),
@@ -204,6 +266,12 @@ pub fn route_name(template: &str) -> String {
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Whether `c` may be in a tag's key or value as it is: a name's
+/// characters and the dot (`version:1.2.3`).
+pub(crate) fn is_tag_char(c: char) -> bool {
+    is_name_char(c) || c == '.'
 }
 
 fn push_sanitized(out: &mut String, segment: &str) {

@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::naming::MethodTag;
-use crate::record::{Held, Recorder, Shared};
+use crate::record::{Held, Recorder, Shared, TagIds};
 
 /// The service made by [`StatsdLayer`](crate::StatsdLayer).
 ///
@@ -64,7 +64,11 @@ where
         let state = self.state.state();
         let shard = state.enter(matched_path(&parts));
         let user = state.shared.user.as_ref().and_then(|key| key.token(&parts));
-        let recorder = Recorder::new(shard, start, MethodTag::of(&parts.method), user);
+        let tags = match &state.shared.tags {
+            Some(tags) => tags.ids(&parts),
+            None => TagIds::NONE,
+        };
+        let recorder = Recorder::new(shard, start, MethodTag::of(&parts.method), tags, user);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::new(future, recorder)
     }

@@ -128,6 +128,7 @@ async fn every_dialect_writes_these_exact_bytes() {
             "app.root.called:3|c",
             "app.root.bytes_sent:6|c",
             "app.root.status.200:3|c",
+            "app.root.in_flight:1|g",
             "app.root:T|ms",
             "app.user:7|s",
             "app.user:8|s",
@@ -146,6 +147,7 @@ async fn every_dialect_writes_these_exact_bytes() {
             "app.root.called:3|c",
             "app.root.bytes_sent:6|c",
             "app.root.status.200:3|c",
+            "app.root.in_flight:1|g",
             "app.root:T|ms:T|ms:T|ms",
             "app.db:6|ms:9|ms:4|ms|@0.5",
             "app.seen:1|s:2|s",
@@ -160,6 +162,7 @@ async fn every_dialect_writes_these_exact_bytes() {
         set(&[
             &format!("app.http.requests:3|c|{tags}"),
             &format!("app.http.bytes_sent:6|c|{tags}"),
+            "app.http.in_flight:1|g|#route:root",
             &format!("app.http.request.duration:T:T:T|ms|{tags}"),
             "app.user:7|s",
             "app.user:8|s",

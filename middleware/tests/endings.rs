@@ -100,7 +100,11 @@ async fn a_caught_handler_panic_is_a_timed_500() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
 
     let t = totals(&flushed_lines(&statsd, &rx));
-    assert_eq!(t.gauges["t.boom.in_flight"], ["0"], "drained");
+    assert_eq!(
+        t.gauges["t.boom.in_flight"],
+        ["1", "0"],
+        "the window's peak (in flight at its start), then 0: the route retired"
+    );
     assert_eq!(t.counters["t.boom.called"], 1.0);
     assert_eq!(t.counters["t.boom.status.500"], 1.0);
     assert_eq!(t.counters["t.boom.bytes_sent"], body.len() as f64);
@@ -123,7 +127,11 @@ async fn an_uncaught_handler_panic_still_counts_and_times_without_a_status() {
     assert!(task.await.unwrap_err().is_panic());
 
     let t = totals(&flushed_lines(&statsd, &rx));
-    assert_eq!(t.gauges["t.boom.in_flight"], ["0"], "drained by the unwind");
+    assert_eq!(
+        t.gauges["t.boom.in_flight"],
+        ["1", "0"],
+        "the window's peak, then 0: drained by the unwind"
+    );
     assert_eq!(t.counters["t.boom.called"], 1.0);
     assert!(
         t.counters.keys().all(|k| !k.contains(".status.")),
@@ -229,8 +237,8 @@ async fn a_client_that_disconnects_mid_body_is_timed_once() {
     let t = flushed_until(&statsd, &rx, |t| t.timers.contains_key("t.stream")).await;
     assert_eq!(
         t.gauges["t.stream.in_flight"].last().map(String::as_str),
-        Some("0"),
-        "drained by the disconnect"
+        Some("1"),
+        "the window's peak"
     );
     assert!(
         dropped.load(Ordering::SeqCst),
@@ -250,7 +258,11 @@ async fn a_client_that_disconnects_mid_body_is_timed_once() {
     let later = tokio::task::spawn_blocking(move || flushed_lines(&s, &r))
         .await
         .unwrap();
-    assert!(later.is_empty(), "reported again: {later:?}");
+    assert_eq!(
+        later,
+        ["t.stream.in_flight:0|g"],
+        "drained by the disconnect, not reported again"
+    );
 }
 
 /// When a stream was created, and when it ended.

@@ -169,15 +169,18 @@ async fn a_real_udp_socket_receives_only_valid_lines() {
         "statstest.root",
         "statstest.root.status.200",
         "statstest.root.bytes_sent",
+        "statstest.root.in_flight",
         "statstest.user.called",
         "statstest.user",
         "statstest.user.status.200",
         "statstest.user.status.405",
         "statstest.user.bytes_sent",
+        "statstest.user.in_flight",
         "statstest.unmatched.called",
         "statstest.unmatched",
         "statstest.unmatched.status.404",
         "statstest.unmatched.bytes_sent",
+        "statstest.unmatched.in_flight",
     ];
     for line in &lines {
         let (name, _) = parse_line(line);

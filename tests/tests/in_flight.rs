@@ -77,3 +77,52 @@ fn in_flight_requests_and_bytes_sent_reach_graphite() {
     }
     assert!(api.terminate(), "the example API stopped cleanly");
 }
+
+/// The gauge is each window's peak: eight concurrent slow requests that all
+/// start and end inside one client window still show as 8 in Graphite.
+#[test]
+fn concurrent_requests_inside_one_window_show_their_peak() {
+    const CONCURRENT: usize = 8;
+    let stack = Stack::shared();
+    let statsd = tower_statsd::Statsd::builder()
+        .host("127.0.0.1")
+        .port(stack.statsd_port)
+        .prefix("inflightpeak")
+        // Longer than the requests: they all begin and end in one window.
+        .flush_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "slow"
+            }),
+        )
+        .layer(statsd.layer());
+    let (_server, url) = e2e::serve(app);
+    let requests: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let url = format!("{url}/slow");
+            std::thread::spawn(move || get(&reqwest::blocking::Client::new(), &url))
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.join().expect("a slow request").0, 200);
+    }
+    // All ended; the window has not: its end (here, the flush) reports the
+    // peak, where the number in flight now is 0.
+    assert!(statsd.flush());
+    let gauge = "stats.gauges.inflightpeak.slow.in_flight";
+    let points = poll("the peak in Graphite", DEADLINE, || {
+        let points = stack.render(gauge, "-10min")?;
+        if points.iter().any(|&(_, v)| v > 0.0) {
+            Ok(points)
+        } else {
+            Err(format!("{points:?}"))
+        }
+    });
+    let highest = points.iter().map(|&(_, v)| v).fold(0.0, f64::max);
+    assert_eq!(highest, CONCURRENT as f64, "{points:?}");
+}

@@ -200,6 +200,7 @@ mod tests {
         Arc::new(Shared {
             routes,
             user: None,
+            tags: None,
             _sink: sink,
         })
     }

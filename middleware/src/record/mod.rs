@@ -15,6 +15,7 @@ mod anchor;
 mod members;
 mod routes;
 mod stats;
+mod tags;
 
 use std::sync::Arc;
 
@@ -28,12 +29,16 @@ use crate::user::{UserKey, UserToken};
 pub(crate) use anchor::Held;
 pub(crate) use routes::Routes;
 pub(crate) use stats::{Key, ShardRef};
+pub(crate) use tags::{sanitize_tag_key, RequestTags, TagFns, TagIds};
+pub use tags::{DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS, OVERFLOW_TAG_VALUE};
 
 /// What every request of every service made by one layer reads.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) routes: Arc<Routes>,
     pub(crate) user: Option<UserKey>,
+    /// The request's own tags, in tagged mode.
+    pub(crate) tags: Option<Arc<RequestTags>>,
     /// Keeps the sink (and its flusher) alive as long as the layer lives.
     pub(crate) _sink: AggregatingSink,
 }
@@ -57,6 +62,7 @@ impl Recorder {
         shard: ShardRef,
         start: Instant,
         method: MethodTag,
+        tags: TagIds,
         user: Option<UserToken>,
     ) -> Self {
         Recorder {
@@ -65,6 +71,7 @@ impl Recorder {
             key: Key {
                 method,
                 status: None,
+                tags,
             },
             bytes: 0,
             user,

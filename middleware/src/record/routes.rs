@@ -127,6 +127,12 @@ impl Source for Routes {
         }
     }
 
+    fn retire(&self, out: &mut PacketWriter) {
+        for stats in self.all() {
+            stats.retire(out);
+        }
+    }
+
     fn drain_full(&self, out: &mut PacketWriter) {
         for stats in self.all() {
             stats.drain_full_sets(out);
@@ -185,6 +191,10 @@ mod tests {
         assert!(statsd.flush());
         let lines = lines(&rx.take());
         assert!(lines.contains(&"p.root.called:1|c".to_owned()), "{lines:?}");
+        // The last window's peak, then the gauge back to 0 for good.
+        let at = |line: &str| lines.iter().position(|l| l == line);
+        let (peak, zero) = (at("p.root.in_flight:1|g"), at("p.root.in_flight:0|g"));
+        assert!(peak.is_some() && zero > peak, "{lines:?}");
         assert_eq!(
             statsd.sink().sources(),
             0,

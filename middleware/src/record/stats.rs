@@ -21,6 +21,7 @@ use crossbeam_utils::CachePadded;
 use http::StatusCode;
 
 use super::members::Members;
+use super::tags::TagIds;
 use crate::naming::{MethodTag, NamingMode, RouteNames};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
@@ -119,6 +120,8 @@ pub(crate) struct Key {
     /// `None` when the inner service failed, or the future was dropped,
     /// before a response existed.
     pub(crate) status: Option<StatusCode>,
+    /// The request's own tags (tagged mode).
+    pub(crate) tags: TagIds,
 }
 
 /// The timer series a request's time goes to: one per route in
@@ -198,6 +201,10 @@ pub(crate) struct Shard {
     /// What recording needs of the route, copied here so that a request
     /// reaches it through its shard alone.
     rules: Rules,
+    /// The most requests in flight on this shard at once this window,
+    /// written by the requests entering on this shard's core; the flusher
+    /// starts each window from the number in flight then.
+    peak: AtomicUsize,
 }
 
 /// A route's shard as a request holds it, from when it enters the layer to
@@ -212,6 +219,7 @@ struct Rules {
     mode: NamingMode,
     user_set: bool,
     response_sizes: bool,
+    status_classes: bool,
     timer_cap: usize,
     control: Arc<Control>,
 }
@@ -219,8 +227,17 @@ struct Rules {
 impl Shard {
     /// Folds one finished request into the window: it entered with
     /// [`RouteStats::enter`], took `elapsed`, and its body sent `bytes`.
-    pub(crate) fn record(&self, key: Key, elapsed: Duration, bytes: u64, user: Option<UserToken>) {
+    pub(crate) fn record(
+        &self,
+        mut key: Key,
+        elapsed: Duration,
+        bytes: u64,
+        user: Option<UserToken>,
+    ) {
         let rules = &self.rules;
+        if rules.status_classes {
+            key.status = key.status.map(class_of);
+        }
         let ms = elapsed.as_secs_f64() * 1000.0;
         let series = Series(match rules.mode {
             NamingMode::Hierarchical => None,
@@ -267,6 +284,7 @@ impl RouteStats {
             mode: names.mode,
             user_set: names.user_set.is_some(),
             response_sizes: names.response_size.is_some(),
+            status_classes: names.status_classes,
             timer_cap,
             control: control.clone(),
         };
@@ -278,6 +296,7 @@ impl RouteStats {
                         window: Mutex::default(),
                         spare: Mutex::default(),
                         rules: rules.clone(),
+                        peak: AtomicUsize::new(0),
                     }))
                 })
                 .collect(),
@@ -288,8 +307,31 @@ impl RouteStats {
 
     /// A request entered the layer on this thread: it holds this thread's
     /// shard until [`Shard::record`], and counts as in flight meanwhile.
+    /// The shard's peak goes up if this is the most in flight on it yet:
+    /// a read of the count just written, on this core's own line, and a
+    /// write only when the peak rises.
     pub(crate) fn enter(&self) -> ShardRef {
-        self.shards[shard_of_this_thread()].clone()
+        let shard = self.shards[shard_of_this_thread()].clone();
+        let now = Arc::strong_count(&shard) - 1;
+        if now > shard.peak.load(Relaxed) {
+            shard.peak.fetch_max(now, Relaxed);
+        }
+        shard
+    }
+
+    /// The most requests in flight this window: the sum of the shards'
+    /// peaks, each restarted from its number in flight now. A request that
+    /// entered on one shard holds it to its end, so the sum is never below
+    /// the true peak; shards that peaked at different moments make it
+    /// higher (equal when one core serves the route).
+    fn peak_in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let now = Arc::strong_count(shard) - 1;
+                shard.peak.swap(now, Relaxed).max(now)
+            })
+            .sum()
     }
 
     /// Requests that entered and are not recorded yet. The shards are read
@@ -333,7 +375,7 @@ impl RouteStats {
     /// Writes the window to `out` and starts a new one.
     pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
         merged.clear();
-        let in_flight = self.in_flight();
+        let in_flight = self.peak_in_flight();
         for shard in self.shards.iter() {
             let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
@@ -366,23 +408,23 @@ impl RouteStats {
         }
     }
 
-    /// The in-flight gauge, every window while it is or was non-zero.
+    /// Sets the gauge back to 0 after the route's last drain, if it was
+    /// sent above 0: nothing records into the route any more, and the
+    /// daemon would otherwise keep the last window's peak.
+    pub(crate) fn retire(&self, out: &mut PacketWriter) {
+        self.write_in_flight(out, 0);
+    }
+
+    /// The in-flight gauge (the window's peak), every window while it is
+    /// or was non-zero.
     fn write_in_flight(&self, out: &mut PacketWriter, in_flight: usize) {
         if in_flight == 0 && self.in_flight_sent.load(Relaxed) == 0 {
             return;
         }
         self.in_flight_sent.store(in_flight, Relaxed);
-        let route_tag;
-        let tags = match self.names.mode {
-            NamingMode::Hierarchical => "",
-            NamingMode::Tagged => {
-                route_tag = format!("route:{}", self.names.route);
-                &route_tag
-            }
-        };
         out.push_metric(&Metric {
             name: &self.names.in_flight,
-            tags,
+            tags: &self.names.in_flight_tags,
             value: Value::Gauge(in_flight as f64),
         });
     }
@@ -417,7 +459,7 @@ impl RouteStats {
         for (status, n) in statuses {
             name.clear();
             name.push_str(&names.status_prefix);
-            name.push_str(status.as_str());
+            name.push_str(status_text(&status, names.status_classes));
             out.push_metric(&Metric {
                 name: &name,
                 tags: "",
@@ -444,7 +486,15 @@ impl RouteStats {
             tags.push_str(",method:");
             tags.push_str(key.method.as_str());
             tags.push_str(",status:");
-            tags.push_str(key.status.as_ref().map_or("error", StatusCode::as_str));
+            tags.push_str(
+                key.status
+                    .as_ref()
+                    .map_or("error", |status| status_text(status, names.status_classes)),
+            );
+            if let Some(request_tags) = &names.request_tags {
+                request_tags.write(key.tags, &mut tags);
+            }
+            tags.push_str(&names.constant_tags);
             out.push_metric(&Metric {
                 name: &names.called,
                 tags: &tags,
@@ -528,6 +578,24 @@ fn merge_samples(
     }
 }
 
+/// The code that stands for `status`'s class, so that a window counts a
+/// class once: 204 → 200.
+fn class_of(status: StatusCode) -> StatusCode {
+    StatusCode::from_u16(status.as_u16() / 100 * 100).unwrap_or(status)
+}
+
+/// A status as it is written: its code, or its class (`2xx`).
+fn status_text(status: &StatusCode, classes: bool) -> &str {
+    const CLASSES: [&str; 10] = [
+        "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
+    ];
+    if classes {
+        CLASSES[usize::from(status.as_u16() / 100)]
+    } else {
+        status.as_str()
+    }
+}
+
 fn counter(value: u64) -> Value<'static> {
     Value::Count {
         value: value as f64,
@@ -570,6 +638,7 @@ mod tests {
         Key {
             method: MethodTag::of(&method.parse().unwrap()),
             status: Some(StatusCode::from_u16(status).unwrap()),
+            tags: TagIds::NONE,
         }
     }
 
@@ -638,12 +707,19 @@ mod tests {
             [
                 "p.root.bytes_sent:35|c",
                 "p.root.called:4|c",
+                // One at a time: the window's peak.
+                "p.root.in_flight:1|g",
                 "p.root.status.200:3|c",
                 "p.root.status.404:1|c",
                 "p.root:1.5|ms:1.5|ms:1.5|ms:1.5|ms",
             ]
         );
-        assert!(drained(&root).is_empty(), "a drained window starts empty");
+        assert_eq!(
+            drained(&root),
+            ["p.root.in_flight:0|g"],
+            "a drained window starts empty, the gauge at 0 once"
+        );
+        assert!(drained(&root).is_empty());
     }
 
     #[test]
@@ -652,9 +728,13 @@ mod tests {
         let failed = Key {
             method: MethodTag::of(&http::Method::GET),
             status: None,
+            tags: TagIds::NONE,
         };
         root.record(failed, MS_1_5, 0, user("1"));
-        assert_eq!(drained(&root), ["p.root.called:1|c", "p.root:1.5|ms"]);
+        assert_eq!(
+            drained(&root),
+            ["p.root.called:1|c", "p.root.in_flight:1|g", "p.root:1.5|ms"]
+        );
     }
 
     #[test]
@@ -667,10 +747,50 @@ mod tests {
             drained(&root),
             [
                 "p.http.bytes_sent:14|c|#route:root,method:GET,status:200",
+                "p.http.in_flight:1|g|#route:root",
                 "p.http.request.duration:1.5|ms:1.5|ms|#route:root,method:GET,status:200",
                 "p.http.request.duration:1.5|ms|#route:root,method:DELETE,status:405",
                 "p.http.requests:1|c|#route:root,method:DELETE,status:405",
                 "p.http.requests:2|c|#route:root,method:GET,status:200",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_classes_count_each_class_once() {
+        let classes = |mode| {
+            let naming = Naming::new("p", mode, &[], None).with_status_classes(true);
+            RouteStats::new(naming.names(Some("/")), 0, Arc::default())
+        };
+        let root = classes(NamingMode::Hierarchical);
+        for status in [200, 204, 299, 301, 404, 418, 500, 503, 101] {
+            root.record(key("GET", status), MS_1_5, 0, None);
+        }
+        let lines = drained(&root);
+        let statuses: Vec<&String> = lines.iter().filter(|l| l.contains(".status.")).collect();
+        assert_eq!(
+            statuses,
+            [
+                "p.root.status.1xx:1|c",
+                "p.root.status.2xx:3|c",
+                "p.root.status.3xx:1|c",
+                "p.root.status.4xx:2|c",
+                "p.root.status.5xx:2|c",
+            ]
+        );
+
+        let tagged = classes(NamingMode::Tagged);
+        tagged.record(key("GET", 200), MS_1_5, 0, None);
+        tagged.record(key("GET", 201), MS_1_5, 0, None);
+        tagged.record(key("GET", 502), MS_1_5, 0, None);
+        assert_eq!(
+            drained(&tagged),
+            [
+                "p.http.in_flight:1|g|#route:root",
+                "p.http.request.duration:1.5|ms:1.5|ms|#route:root,method:GET,status:2xx",
+                "p.http.request.duration:1.5|ms|#route:root,method:GET,status:5xx",
+                "p.http.requests:1|c|#route:root,method:GET,status:5xx",
+                "p.http.requests:2|c|#route:root,method:GET,status:2xx",
             ]
         );
     }
@@ -721,7 +841,11 @@ mod tests {
         assert_eq!(drained(&root), ["p.root.in_flight:2|g"], "every window");
         first.record(key("GET", 200), MS_1_5, 0, None);
         drop(first);
-        assert!(drained(&root).contains(&"p.root.in_flight:1|g".to_owned()));
+        assert!(
+            drained(&root).contains(&"p.root.in_flight:2|g".to_owned()),
+            "two at the window's start"
+        );
+        assert_eq!(drained(&root), ["p.root.in_flight:1|g"], "then one");
         // Ends on another thread: it leaves the shard it entered on.
         std::thread::scope(|scope| {
             scope.spawn(move || {
@@ -729,10 +853,8 @@ mod tests {
                 drop(second);
             });
         });
-        assert!(
-            drained(&root).contains(&"p.root.in_flight:0|g".to_owned()),
-            "once 0"
-        );
+        assert!(drained(&root).contains(&"p.root.in_flight:1|g".to_owned()));
+        assert_eq!(drained(&root), ["p.root.in_flight:0|g"], "once 0");
         assert!(drained(&root).is_empty(), "then nothing");
         assert!(!root.in_use());
 
@@ -740,6 +862,37 @@ mod tests {
         let _in_flight = tagged.enter();
         assert!(tagged.in_use());
         assert_eq!(drained(&tagged), ["p.http.in_flight:1|g|#route:users._id"]);
+    }
+
+    #[test]
+    fn in_flight_is_the_windows_peak_even_when_all_ended_inside_it() {
+        let root = stats(NamingMode::Hierarchical, "/", 0);
+        let requests: Vec<ShardRef> = (0..3).map(|_| root.enter()).collect();
+        for request in requests {
+            request.record(key("GET", 200), MS_1_5, 0, None);
+        }
+        let lines = drained(&root);
+        assert!(
+            lines.contains(&"p.root.in_flight:3|g".to_owned()),
+            "three at once, none at the end: {lines:?}"
+        );
+        // The next window starts from the number in flight then (none).
+        let one = root.enter();
+        assert_eq!(drained(&root), ["p.root.in_flight:1|g"]);
+        drop(one);
+        // Two threads, each holding two at once: on one shard or on two
+        // (then each shard's peak is 2), the window's peak is 4.
+        let both = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let held = (root.enter(), root.enter());
+                    both.wait();
+                    drop(held);
+                });
+            }
+        });
+        assert_eq!(drained(&root), ["p.root.in_flight:4|g"]);
     }
 
     #[test]

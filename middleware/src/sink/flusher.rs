@@ -23,6 +23,10 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// new window.
     fn drain(&self, out: &mut PacketWriter);
 
+    /// Writes what must follow the last [`drain`](Self::drain) of a source
+    /// nobody uses any more (a gauge back to 0), right after it.
+    fn retire(&self, _out: &mut PacketWriter) {}
+
     /// Writes only what filled up before the window's end (a route's set of
     /// users past its early-drain size) and leaves the rest of the window
     /// to its end: counters and timer samples keep their whole window.
@@ -181,8 +185,11 @@ impl Flusher {
                 Arc::strong_count(source) == 2 && !source.in_use()
             })
             .collect();
-        for source in &sources {
+        for (source, &finished) in sources.iter().zip(&finished) {
             source.drain(&mut self.writer);
+            if finished {
+                source.retire(&mut self.writer);
+            }
         }
         if finished.contains(&true) {
             let mut finished = finished.into_iter();

@@ -103,9 +103,7 @@ impl Forwarder {
     /// Takes the writer's finished packets into the outbox, and gives it
     /// the buffers of sent ones for its next packets.
     pub(crate) fn take(&mut self, writer: &mut PacketWriter) {
-        let (first, bulk, oversized) = writer.finished();
-        self.first.extend(first);
-        self.bulk.extend(bulk);
+        let oversized = writer.hand_over(&mut self.first, &mut self.bulk);
         self.stats.oversized.fetch_add(oversized, Relaxed);
         writer.reuse(&mut self.free);
     }

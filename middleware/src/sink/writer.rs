@@ -18,6 +18,8 @@
 //! overflows the daemon's buffer, what is lost is timer values, never a
 //! count.
 
+use std::collections::VecDeque;
+
 use super::line::{
     tags_len, write_field, write_metric, write_ms, write_number, write_rate, write_tags,
 };
@@ -45,7 +47,7 @@ impl Lane {
 }
 
 /// Fills payloads with `\n`-separated lines, in two lanes; finished ones
-/// wait for the forwarder ([`finished`](Self::finished)). Runs on the
+/// wait for the forwarder ([`hand_over`](Self::hand_over)). Runs on the
 /// flusher thread only.
 pub(crate) struct PacketWriter {
     /// The packet being filled, of lane `lane`.
@@ -58,7 +60,7 @@ pub(crate) struct PacketWriter {
     /// Finished packets of [`Lane::Bulk`].
     bulk: Vec<String>,
     /// Lines longer than a packet on their own, written since the last
-    /// [`finished`](Self::finished).
+    /// [`hand_over`](Self::hand_over).
     oversized: u64,
     /// Empty buffers for the next packets: the forwarder's, sent and
     /// cleared ([`reuse`](Self::reuse)), so a window's packets reuse the
@@ -301,17 +303,17 @@ impl PacketWriter {
         }
     }
 
-    /// Hands the finished packets over, first lane first, with the number
-    /// of oversized lines among them (each sent alone).
-    pub(super) fn finished(
+    /// Moves the finished packets to the ends of `first` and `bulk` (the
+    /// forwarder's outbox, one queue a lane) and returns how many of them
+    /// are a line longer than a packet, alone.
+    pub(super) fn hand_over(
         &mut self,
-    ) -> (
-        std::vec::Drain<'_, String>,
-        std::vec::Drain<'_, String>,
-        u64,
-    ) {
-        let oversized = std::mem::take(&mut self.oversized);
-        (self.first.drain(..), self.bulk.drain(..), oversized)
+        first: &mut VecDeque<String>,
+        bulk: &mut VecDeque<String>,
+    ) -> u64 {
+        first.extend(self.first.drain(..));
+        bulk.extend(self.bulk.drain(..));
+        std::mem::take(&mut self.oversized)
     }
 
     /// Takes the cleared buffers of sent packets for the next ones.

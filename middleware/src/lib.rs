@@ -163,6 +163,7 @@ mod layer;
 mod naming;
 pub mod prelude;
 mod record;
+mod route;
 mod service;
 pub mod sink;
 mod user;
@@ -176,6 +177,7 @@ pub use config::{
 pub use future::ResponseFuture;
 pub use layer::StatsdLayer;
 pub use naming::{route_name, NamingMode, UNMATCHED};
+pub use route::{RouteNamer, DEFAULT_MAX_ROUTES, ROUTE_OVERFLOW};
 pub use service::StatsdService;
 pub use sink::{Protocol, Server, UnknownProtocol, UnknownServer};
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};

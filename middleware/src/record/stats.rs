@@ -18,10 +18,9 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use http::StatusCode;
 
 use super::members::Members;
-use crate::naming::{MethodTag, NamingMode, RouteNames};
+use crate::naming::{MethodTag, NamingMode, RouteNames, Status};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
 
@@ -118,7 +117,7 @@ pub(crate) struct Key {
     pub(crate) method: MethodTag,
     /// `None` when the inner service failed, or the future was dropped,
     /// before a response existed.
-    pub(crate) status: Option<StatusCode>,
+    pub(crate) status: Option<Status>,
 }
 
 /// The timer series a request's time goes to: one per route in
@@ -227,8 +226,7 @@ impl Shard {
             NamingMode::Tagged => Some(key),
         });
         // A rejected request (`/user?id=abc` → 400) is not a user visit.
-        let member =
-            user.filter(|_| rules.user_set && key.status.is_some_and(|s| s.as_u16() < 400));
+        let member = user.filter(|_| rules.user_set && key.status.is_some_and(|s| s.is_visit()));
         let mut window = lock(&self.window);
         window.count(key, bytes);
         window.timer(series).add(ms, rules.timer_cap);
@@ -405,7 +403,7 @@ impl RouteStats {
                 value: counter(total.bytes),
             });
         }
-        let mut statuses: Vec<(StatusCode, u64)> = Vec::new();
+        let mut statuses: Vec<(Status, u64)> = Vec::new();
         for &(key, count) in &merged.counts {
             let Some(status) = key.status else { continue };
             match statuses.iter_mut().find(|(s, _)| *s == status) {
@@ -444,7 +442,7 @@ impl RouteStats {
             tags.push_str(",method:");
             tags.push_str(key.method.as_str());
             tags.push_str(",status:");
-            tags.push_str(key.status.as_ref().map_or("error", StatusCode::as_str));
+            tags.push_str(key.status.as_ref().map_or("error", Status::as_str));
             out.push_metric(&Metric {
                 name: &names.called,
                 tags: &tags,
@@ -569,7 +567,7 @@ mod tests {
     fn key(method: &'static str, status: u16) -> Key {
         Key {
             method: MethodTag::of(&method.parse().unwrap()),
-            status: Some(StatusCode::from_u16(status).unwrap()),
+            status: Some(Status::Http(http::StatusCode::from_u16(status).unwrap())),
         }
     }
 

@@ -10,7 +10,11 @@
 //! client sends into cadence's `NopMetricSink`: no I/O is measured, but every
 //! request is recorded and every window formatted. Two profiles: the default
 //! (`generic`: every timer value formatted as a line) and Etsy StatsD's (a
-//! busy timer sends a sample of 1 024 values a window).
+//! busy timer sends a sample of 1 024 values a window). Two more variants
+//! price the route options: `statsd filter` excludes `/user` by template
+//! (its `root` row is a recorded request with a filter on, its `user` row
+//! an excluded request), and `statsd namer` names every route by a closure
+//! (`RouteNamer::over_matched_path`).
 //!
 //! Targets (issue 9): at most 300 ns of CPU (aim 100) and 1 allocation per
 //! request beyond the no-op layer.
@@ -32,7 +36,7 @@ use http_body_util::BodyExt;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
-use tower_statsd::{Server, Statsd, UserKey};
+use tower_statsd::{RouteNamer, Server, Statsd, UserKey};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -52,7 +56,7 @@ struct Variants {
     statsd: Statsd,
     /// Etsy StatsD's profile (a busy timer sends a sample).
     etsy: Statsd,
-    apps: [(&'static str, Router); 5],
+    apps: [(&'static str, Router); 7],
 }
 
 fn variants(rt: &Runtime) -> Variants {
@@ -91,6 +95,33 @@ fn variants(rt: &Runtime) -> Variants {
                 .with_state(()),
         ),
         ("axum-prometheus", routes().layer(prometheus).with_state(())),
+        (
+            "statsd filter",
+            routes()
+                .layer(
+                    statsd
+                        .layer()
+                        .user_key(UserKey::query("id"), "user")
+                        .exclude_routes(["/user"]),
+                )
+                .with_state(()),
+        ),
+        (
+            "statsd namer",
+            routes()
+                .layer(
+                    statsd
+                        .layer()
+                        .user_key(UserKey::query("id"), "user")
+                        .route_namer(
+                            RouteNamer::new(|parts| {
+                                Some(std::borrow::Cow::Borrowed(parts.uri.path()))
+                            })
+                            .over_matched_path(),
+                        ),
+                )
+                .with_state(()),
+        ),
     ];
     Variants { statsd, etsy, apps }
 }
@@ -206,7 +237,8 @@ fn summary(rt: &Runtime, v: &Variants) {
             );
         }
         let target = " (target <= 300 ns, <= 1 allocation)";
-        for (i, target) in [(2, target), (3, target), (4, "")] {
+        let excluded = if name == "user" { " (excluded)" } else { "" };
+        for (i, target) in [(2, target), (3, target), (4, ""), (5, excluded), (6, "")] {
             println!(
                 "  {name:<4} {} adds {:+.0} ns cpu, {:+.0} ns wall, {:+.2} allocations over the \
                  no-op layer{target}; {:+.0} ns cpu, {:+.2} allocations over bare",

@@ -124,36 +124,52 @@ impl Routes {
         };
         // A poisoned lock only means another thread panicked mid-insert of a
         // complete value; the map is still consistent.
-        if let Some(stats) = self
-            .by_template
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(template)
-        {
+        let by_template = self.by_template.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(stats) = by_template.get(template) {
             return stats.clone();
         }
+        // Past the cap nothing is built: a flood of new names costs a
+        // lookup each, never a route's allocations.
+        if self.full(&by_template) {
+            drop(by_template);
+            return self.overflow();
+        }
+        drop(by_template);
+        let mut by_template = self.by_template.write().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have added it, or filled the map, meanwhile.
+        if let Some(stats) = by_template.get(template) {
+            return stats.clone();
+        }
+        if self.full(&by_template) {
+            drop(by_template);
+            return self.overflow();
+        }
+        // Built under the lock, once per route: a few names and a shard
+        // per core, before the route's first request is recorded.
         let stats = Arc::new(RouteStats::new(
             self.naming.names(Some(template)),
             self.timer_cap,
             self.control.clone(),
         ));
-        let mut by_template = self.by_template.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(stats) = by_template.get(template) {
-            return stats.clone();
-        }
-        if by_template.len() >= self.max_routes {
-            drop(by_template);
-            if !self.overflowed.swap(true, Relaxed) {
-                tracing::warn!(
-                    max_routes = self.max_routes,
-                    "more distinct route names than max_routes: the requests of new ones \
-                     are recorded as {ROUTE_OVERFLOW}"
-                );
-            }
-            return self.overflow.clone();
-        }
         by_template.insert(template.into(), stats.clone());
         stats
+    }
+
+    /// Whether `by_template` holds `max_routes` routes already.
+    fn full(&self, by_template: &HashMap<Box<str>, Arc<RouteStats>>) -> bool {
+        by_template.len() >= self.max_routes
+    }
+
+    /// The overflow's stats, with a warning the first time.
+    fn overflow(&self) -> Arc<RouteStats> {
+        if !self.overflowed.swap(true, Relaxed) {
+            tracing::warn!(
+                max_routes = self.max_routes,
+                "more distinct route names than max_routes: the requests of new ones \
+                 are recorded as {ROUTE_OVERFLOW}"
+            );
+        }
+        self.overflow.clone()
     }
 
     fn all(&self) -> Vec<Arc<RouteStats>> {

@@ -11,7 +11,11 @@
 //! request is recorded and every window formatted. Two profiles: the default
 //! (`generic`: every timer value formatted as a line) and Etsy StatsD's (a
 //! busy timer sends a sample of 1 024 values a window); and Etsy's in tagged
-//! mode with two constant tags (`env:prod,service:api`).
+//! mode with two constant tags (`env:prod,service:api`). Two more variants
+//! price the route options: `statsd filter` excludes `/user` by template
+//! (its `root` row is a recorded request with a filter on, its `user` row
+//! an excluded request), and `statsd namer` names every route by a closure
+//! (`RouteNamer::over_matched_path`).
 //!
 //! Targets (issue 9): at most 300 ns of CPU (aim 100) and 1 allocation per
 //! request beyond the no-op layer.
@@ -33,7 +37,7 @@ use http_body_util::BodyExt;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
-use tower_statsd::{NamingMode, Server, Statsd, UserKey};
+use tower_statsd::{NamingMode, RouteNamer, Server, Statsd, UserKey};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -55,7 +59,7 @@ struct Variants {
     etsy: Statsd,
     /// Etsy's profile, tagged, with constant tags.
     tagged: Statsd,
-    apps: [(&'static str, Router); 6],
+    apps: [(&'static str, Router); 8],
 }
 
 fn variants(rt: &Runtime) -> Variants {
@@ -108,6 +112,33 @@ fn variants(rt: &Runtime) -> Variants {
                 .with_state(()),
         ),
         ("axum-prometheus", routes().layer(prometheus).with_state(())),
+        (
+            "statsd filter",
+            routes()
+                .layer(
+                    statsd
+                        .layer()
+                        .user_key(UserKey::query("id"), "user")
+                        .exclude_routes(["/user"]),
+                )
+                .with_state(()),
+        ),
+        (
+            "statsd namer",
+            routes()
+                .layer(
+                    statsd
+                        .layer()
+                        .user_key(UserKey::query("id"), "user")
+                        .route_namer(
+                            RouteNamer::new(|parts| {
+                                Some(std::borrow::Cow::Borrowed(parts.uri.path()))
+                            })
+                            .over_matched_path(),
+                        ),
+                )
+                .with_state(()),
+        ),
     ];
     Variants {
         statsd,
@@ -229,7 +260,15 @@ fn summary(rt: &Runtime, v: &Variants) {
             );
         }
         let target = " (target <= 300 ns, <= 1 allocation)";
-        for (i, target) in [(2, target), (3, target), (4, target), (5, "")] {
+        let excluded = if name == "user" { " (excluded)" } else { "" };
+        for (i, target) in [
+            (2, target),
+            (3, target),
+            (4, target),
+            (5, ""),
+            (6, excluded),
+            (7, ""),
+        ] {
             println!(
                 "  {name:<4} {} adds {:+.0} ns cpu, {:+.0} ns wall, {:+.2} allocations over the \
                  no-op layer{target}; {:+.0} ns cpu, {:+.2} allocations over bare",

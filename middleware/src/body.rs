@@ -43,8 +43,12 @@ impl<B: Body> Body for ResponseBody<B> {
         let ended = match &frame {
             None | Some(Err(_)) => true,
             Some(Ok(frame)) => {
-                if let (Some(data), Some(recorder)) = (frame.data_ref(), this.recorder.as_mut()) {
-                    recorder.sent(data.remaining());
+                if let Some(recorder) = this.recorder.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        recorder.sent(data.remaining());
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        recorder.trailers(trailers);
+                    }
                 }
                 inner.is_end_stream()
             }

@@ -31,6 +31,15 @@ impl<F> ResponseFuture<F> {
             recorder: Some(recorder),
         }
     }
+
+    /// The future of a request the layer does not record: the response
+    /// passes through untouched.
+    pub(crate) fn unrecorded(inner: F) -> Self {
+        ResponseFuture {
+            inner,
+            recorder: None,
+        }
+    }
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
@@ -45,7 +54,7 @@ where
         let recorder = this.recorder.take();
         Poll::Ready(result.map(|response| {
             let recorder = recorder.map(|mut r| {
-                r.set_status(response.status());
+                r.set_status(response.status(), response.headers());
                 r
             });
             response.map(|body| ResponseBody::new(body, recorder))

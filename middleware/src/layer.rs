@@ -8,6 +8,7 @@ use crate::naming::{Naming, NamingMode};
 use crate::record::{
     sanitize_tag_key, RequestTags, Routes, Shared, TagFns, DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS,
 };
+use crate::route::{Predicate, RouteNamer, Select, Templates, DEFAULT_MAX_ROUTES};
 use crate::service::StatsdService;
 use crate::sink::AggregatingSink;
 use crate::user::UserKey;
@@ -61,6 +62,10 @@ struct Options {
     status_classes: bool,
     request_tags: TagFns,
     max_tag_values: usize,
+    templates: Templates,
+    select: Select,
+    grpc: bool,
+    max_routes: usize,
 }
 
 impl StatsdLayer {
@@ -81,6 +86,10 @@ impl StatsdLayer {
             status_classes,
             request_tags: TagFns::default(),
             max_tag_values: DEFAULT_MAX_TAG_VALUES,
+            templates: Templates::default(),
+            select: Select::default(),
+            grpc: false,
+            max_routes: DEFAULT_MAX_ROUTES,
         };
         let prefix: Arc<str> = prefix.into();
         let tags: Arc<str> = tags.into();
@@ -209,6 +218,92 @@ impl StatsdLayer {
         self.rebuild()
     }
 
+    /// Records nothing for requests of these route templates (`/health`,
+    /// `/metrics`): no counter, timer, set member or in-flight count. A
+    /// template is axum's (`/users/{id}`), or what the
+    /// [`route_namer`](Self::route_namer) returns. Decided once per route:
+    /// an excluded request costs a branch.
+    pub fn exclude_routes<I>(mut self, templates: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.options
+            .templates
+            .exclude(templates.into_iter().map(Into::into));
+        self.rebuild()
+    }
+
+    /// Records only the requests of these route templates (and of no
+    /// unmatched request); [`exclude_routes`](Self::exclude_routes) still
+    /// excludes. Called again, it adds to the list.
+    pub fn only_routes<I>(mut self, templates: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.options
+            .templates
+            .only(templates.into_iter().map(Into::into));
+        self.rebuild()
+    }
+
+    /// Records a request only if `records` returns `true` for its head
+    /// (method, URI, headers, extensions; any body type). Called on every
+    /// request, before the route is named; a request it turns down costs
+    /// the call and sends nothing.
+    ///
+    /// ```
+    /// use tower_statsd::Statsd;
+    ///
+    /// let statsd = Statsd::builder().build()?;
+    /// // Not the load balancer's probes.
+    /// let layer = statsd
+    ///     .layer()
+    ///     .filter(|parts| !parts.headers.contains_key("x-health-probe"));
+    /// # let _ = layer;
+    /// # Ok::<(), tower_statsd::ConfigError>(())
+    /// ```
+    pub fn filter<F>(mut self, records: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.options.select.predicate = Some(Predicate::new(records));
+        self.rebuild()
+    }
+
+    /// Names the routes of requests without axum's `MatchedPath` (a plain
+    /// tower or hyper service, a fallback), or of every request (see
+    /// [`RouteNamer::over_matched_path`]).
+    pub fn route_namer(mut self, namer: RouteNamer) -> Self {
+        self.options.select.namer = Some(namer);
+        self.rebuild()
+    }
+
+    /// For a gRPC server (tonic): routes named by [`RouteNamer::grpc`]
+    /// (`/pkg.Service/Method` → `pkg_Service.Method`), and the status
+    /// counted is the gRPC status, read from the `grpc-status` trailer (or
+    /// header): `{prefix}.{route}.status.0` for OK, `status.5` for
+    /// NOT_FOUND, and so on (the `status` tag in tagged mode). A response
+    /// without one keeps its HTTP status (`status.200`: a stream cut short).
+    pub fn grpc(mut self) -> Self {
+        self.options.select.namer = Some(RouteNamer::grpc());
+        self.options.grpc = true;
+        self.rebuild()
+    }
+
+    /// Keeps at most `max_routes` distinct route names (default
+    /// [`DEFAULT_MAX_ROUTES`], not counting `unmatched`): the requests of a
+    /// route first seen past it are recorded under
+    /// [`ROUTE_OVERFLOW`](crate::ROUTE_OVERFLOW)
+    /// (`{prefix}.tower_statsd.route_overflow.called` counts them), and a
+    /// warning is logged once. Bounds what a [`RouteNamer`] fed by clients
+    /// can create.
+    pub fn max_routes(mut self, max_routes: usize) -> Self {
+        self.options.max_routes = max_routes;
+        self.rebuild()
+    }
+
     fn rebuild(mut self) -> Self {
         self.shared = Arc::default();
         self
@@ -240,16 +335,19 @@ impl StatsdLayer {
                 tags
             });
         let naming = naming.with_request_tags(request_tags.clone());
-        let routes = Arc::new(Routes::new(
-            naming,
-            sink.timer_cap(),
-            sink.control().clone(),
-        ));
+        let routes = Arc::new(
+            Routes::new(naming, sink.timer_cap(), sink.control().clone())
+                .with_templates(options.templates.clone())
+                .with_max_routes(options.max_routes),
+        );
         sink.register(routes.clone());
+        let select = &options.select;
         Arc::new(Shared {
             routes,
             user: options.user.as_ref().map(|(key, _)| key.clone()),
             tags: request_tags,
+            select: (select.predicate.is_some() || select.namer.is_some()).then(|| select.clone()),
+            grpc: options.grpc,
             _sink: sink.clone(),
         })
     }

@@ -27,6 +27,7 @@
 //! | `{prefix}.{set}` | set | a response below 400 whose request carries a user key |
 //! | `{prefix}.tower_statsd.dropped` | counter | metrics dropped: a handler's line was malformed, or a window grew far past its size while the flusher lagged |
 //! | `{prefix}.tower_statsd.tag_overflow` | counter, tagged `tag:{key}` | tagged mode: requests whose [request tag](StatsdLayer::request_tag) took a value past its cap |
+//! | `{prefix}.tower_statsd.route_overflow.called` | counter | requests of routes first seen past [`max_routes`](StatsdLayer::max_routes) |
 //!
 //! `{route}` comes from axum's route template: `/` → `root`,
 //! `/users/{id}/posts` → `users._id.posts`, `/{*rest}` → `_rest`, and
@@ -115,29 +116,50 @@
 //! # Without axum
 //!
 //! [`StatsdLayer`] wraps any `tower::Service<http::Request<B>>` that answers
-//! `http::Response<_>`: a hyper or tonic server, a tower-http stack. Route
-//! names come from axum's `MatchedPath` only, so outside an axum router every
-//! request is counted and timed under [`UNMATCHED`] (`unmatched`):
+//! `http::Response<_>`: a hyper or tonic server, a tower-http stack. Outside
+//! an axum router there is no `MatchedPath`: a [`RouteNamer`] names the
+//! route from the request's head, returning a template sanitised like
+//! axum's (`/items/{id}` → `items._id`); without one, or where it returns
+//! `None`, a request is counted and timed under [`UNMATCHED`] (`unmatched`).
+//! Each distinct template's names are built once; at most
+//! [`max_routes`](StatsdLayer::max_routes) ([`DEFAULT_MAX_ROUTES`]) of them,
+//! then [`ROUTE_OVERFLOW`].
 //!
 //! ```
+//! use std::borrow::Cow;
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use tower_statsd::Statsd;
+//! use tower_statsd::{RouteNamer, Statsd};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let statsd = Statsd::builder().prefix("svc").build()?;
-//! let service = statsd.layer().layer(service_fn(|_: Request<String>| async {
-//!     Ok::<_, Infallible>(Response::new(String::from("hello")))
-//! }));
-//! let response = service.oneshot(Request::new(String::new())).await?;
+//! let namer = RouteNamer::new(|parts| {
+//!     let path = parts.uri.path();
+//!     path.starts_with("/items/").then_some(Cow::Borrowed("/items/{id}"))
+//! });
+//! let service = statsd
+//!     .layer()
+//!     .route_namer(namer)
+//!     .exclude_routes(["/health"])
+//!     .layer(service_fn(|_: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//! let request = Request::get("/items/7").body(String::new())?;
+//! let response = service.oneshot(request).await?;
 //! assert_eq!(response.status(), 200);
-//! // Recorded as svc.unmatched.called, svc.unmatched, svc.unmatched.status.200
-//! // once the body ends or is dropped.
+//! // Recorded as svc.items._id.called, svc.items._id, svc.items._id.status.200
+//! // once the body ends or is dropped; any other path as svc.unmatched.
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! For a tonic server, [`StatsdLayer::grpc`] names each route by its method
+//! (`/pkg.Service/Method` → `pkg_Service.Method`) and counts the gRPC status
+//! (`status.0` for OK, `status.5` for NOT_FOUND) from the `grpc-status`
+//! trailer: `Server::builder().layer(statsd.layer().grpc())`. The example
+//! `examples/hyper.rs` in the repository is a whole hyper server.
 //!
 //! # In your app: tags, status classes
 //!
@@ -197,6 +219,7 @@ mod layer;
 mod naming;
 pub mod prelude;
 mod record;
+mod route;
 mod service;
 pub mod sink;
 mod user;
@@ -211,6 +234,7 @@ pub use future::ResponseFuture;
 pub use layer::StatsdLayer;
 pub use naming::{route_name, NamingMode, UNMATCHED};
 pub use record::{DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS, OVERFLOW_TAG_VALUE};
+pub use route::{RouteNamer, DEFAULT_MAX_ROUTES, ROUTE_OVERFLOW};
 pub use service::StatsdService;
 pub use sink::{Protocol, Server, UnknownProtocol, UnknownServer};
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};

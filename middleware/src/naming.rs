@@ -209,7 +209,12 @@ impl Naming {
                 None => route_name(template),
             },
         };
-        let mut names = RouteNames::new(&self.prefix, &route, self.mode, self.user_set.clone());
+        self.names_of_route(&route)
+    }
+
+    /// The names of the route named `route`, as it is (no template).
+    pub(crate) fn names_of_route(&self, route: &str) -> RouteNames {
+        let mut names = RouteNames::new(&self.prefix, route, self.mode, self.user_set.clone());
         names.status_classes = self.status_classes;
         if self.mode == NamingMode::Tagged {
             names.in_flight_tags = format!("route:{route}{}", self.constant_tags).into();
@@ -300,6 +305,37 @@ fn join(prefix: &str, name: &str) -> String {
         name.to_owned()
     } else {
         format!("{prefix}.{name}")
+    }
+}
+
+/// A response's status as the status counter counts it: the HTTP status,
+/// or, for gRPC ([`StatsdLayer::grpc`](crate::StatsdLayer::grpc)), the
+/// `grpc-status` code (0 to 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Http(http::StatusCode),
+    Grpc(u8),
+}
+
+const GRPC_CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+
+impl Status {
+    /// As it appears in a name or tag: `200`, or the gRPC code, `5`.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Status::Http(status) => status.as_str(),
+            Status::Grpc(code) => GRPC_CODES[usize::from(*code)],
+        }
+    }
+
+    /// Whether the request counts as a user's visit: below 400, or gRPC's OK.
+    pub(crate) fn is_visit(&self) -> bool {
+        match self {
+            Status::Http(status) => status.as_u16() < 400,
+            Status::Grpc(code) => *code == 0,
+        }
     }
 }
 
@@ -396,6 +432,17 @@ mod tests {
             "p.q.posts.by_user"
         );
         assert_eq!(&*naming.names(Some("/x")).timer, "p.q.x");
+    }
+
+    #[test]
+    fn statuses_as_counted() {
+        let http = |code| Status::Http(http::StatusCode::from_u16(code).unwrap());
+        assert_eq!(http(200).as_str(), "200");
+        assert!(http(399).is_visit() && !http(400).is_visit());
+        for code in 0..=16u8 {
+            assert_eq!(Status::Grpc(code).as_str(), code.to_string());
+            assert_eq!(Status::Grpc(code).is_visit(), code == 0);
+        }
     }
 
     #[test]

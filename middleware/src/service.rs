@@ -62,13 +62,25 @@ where
         let start = quanta::Instant::now();
         let (parts, body) = req.into_parts();
         let state = self.state.state();
-        let shard = state.enter(matched_path(&parts));
-        let user = state.shared.user.as_ref().and_then(|key| key.token(&parts));
-        let tags = match &state.shared.tags {
+        let shared = &state.shared;
+        let shard = match &shared.select {
+            None => state.enter(matched_path(&parts)),
+            Some(select) => match select.template(&parts, matched_path(&parts)) {
+                Ok(template) => state.enter(template.as_deref()),
+                Err(()) => None,
+            },
+        };
+        let Some(shard) = shard else {
+            // Not recorded: nothing entered, nothing to report.
+            return ResponseFuture::unrecorded(self.inner.call(Request::from_parts(parts, body)));
+        };
+        let user = shared.user.as_ref().and_then(|key| key.token(&parts));
+        let tags = match &shared.tags {
             Some(tags) => tags.ids(&parts),
             None => TagIds::NONE,
         };
-        let recorder = Recorder::new(shard, start, MethodTag::of(&parts.method), tags, user);
+        let method = MethodTag::of(&parts.method);
+        let recorder = Recorder::new(shard, start, method, tags, user, shared.grpc);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::new(future, recorder)
     }

@@ -32,10 +32,13 @@ pub(crate) struct ServiceState {
     /// makes one service per route (clones share this), so the first
     /// request's template is almost always every request's template; a
     /// different one falls back to the layer's map.
-    route: OnceLock<(Option<Box<str>>, Arc<RouteStats>)>,
+    route: OnceLock<(Option<Box<str>>, Recorded)>,
     /// One per shard; held by the layer's [`Routes`](super::Routes).
     anchors: OnceLock<Box<[Weak<CachePadded<Anchor>>]>>,
 }
+
+/// A route's stats, or `None` if the layer does not record the route.
+type Recorded = Option<Arc<RouteStats>>;
 
 /// One shard's way to a service's state. Aligned to 128 bytes, so the
 /// pointer to the state, read by every core, is not on the line of the
@@ -158,15 +161,16 @@ impl Drop for Held {
 
 impl ServiceState {
     /// The shard of the route of `template` (`None`: unmatched) this
-    /// request is recorded in, entered on this thread.
-    pub(crate) fn enter(&self, template: Option<&str>) -> ShardRef {
+    /// request is recorded in, entered on this thread; `None` if the layer
+    /// does not record the route.
+    pub(crate) fn enter(&self, template: Option<&str>) -> Option<ShardRef> {
         if let Some((cached, stats)) = self.route.get() {
             if cached.as_deref() == template {
-                return stats.enter();
+                return stats.as_ref().map(|stats| stats.enter());
             }
         }
-        let stats = self.shared.routes.get(template);
-        let shard = stats.enter();
+        let stats = self.shared.routes.route(template);
+        let shard = stats.as_ref().map(|stats| stats.enter());
         let _ = self.route.set((template.map(Into::into), stats));
         shard
     }
@@ -201,6 +205,8 @@ mod tests {
             routes,
             user: None,
             tags: None,
+            select: None,
+            grpc: false,
             _sink: sink,
         })
     }
@@ -351,7 +357,7 @@ mod tests {
         let state = held.state();
         let shard_of = |template| routes.get(template).enter();
         for template in [Some("/a"), Some("/a"), Some("/b"), None, Some("/a")] {
-            let entered = state.enter(template);
+            let entered = state.enter(template).unwrap();
             assert!(Arc::ptr_eq(&entered, &shard_of(template)), "{template:?}");
         }
     }

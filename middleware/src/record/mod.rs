@@ -19,10 +19,11 @@ mod tags;
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use quanta::Instant;
 
-use crate::naming::MethodTag;
+use crate::naming::{MethodTag, Status};
+use crate::route::{grpc_status, Select};
 use crate::sink::AggregatingSink;
 use crate::user::{UserKey, UserToken};
 
@@ -39,6 +40,10 @@ pub(crate) struct Shared {
     pub(crate) user: Option<UserKey>,
     /// The request's own tags, in tagged mode.
     pub(crate) tags: Option<Arc<RequestTags>>,
+    /// The predicate and the route namer, if the layer has either.
+    pub(crate) select: Option<Select>,
+    /// Whether the status counted is the gRPC status.
+    pub(crate) grpc: bool,
     /// Keeps the sink (and its flusher) alive as long as the layer lives.
     pub(crate) _sink: AggregatingSink,
 }
@@ -55,6 +60,8 @@ pub(crate) struct Recorder {
     /// Response body bytes sent so far.
     bytes: u64,
     user: Option<UserToken>,
+    /// Whether the status counted is the gRPC status.
+    grpc: bool,
 }
 
 impl Recorder {
@@ -64,6 +71,7 @@ impl Recorder {
         method: MethodTag,
         tags: TagIds,
         user: Option<UserToken>,
+        grpc: bool,
     ) -> Self {
         Recorder {
             shard,
@@ -75,6 +83,7 @@ impl Recorder {
             },
             bytes: 0,
             user,
+            grpc,
         }
     }
 
@@ -83,8 +92,22 @@ impl Recorder {
         self.bytes += bytes as u64;
     }
 
-    pub(crate) fn set_status(&mut self, status: StatusCode) {
-        self.key.status = Some(status);
+    /// The response's head arrived: its status counts, or for gRPC the
+    /// `grpc-status` header of a response without a body (an error).
+    pub(crate) fn set_status(&mut self, status: StatusCode, headers: &HeaderMap) {
+        self.key.status = Some(Status::Http(status));
+        self.trailers(headers);
+    }
+
+    /// For gRPC, the `grpc-status` in the response's trailers (or headers)
+    /// is the status counted. Without one (a stream cut short, or no gRPC
+    /// response), the HTTP status stays.
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
+        if self.grpc {
+            if let Some(code) = grpc_status(trailers) {
+                self.key.status = Some(Status::Grpc(code));
+            }
+        }
     }
 }
 

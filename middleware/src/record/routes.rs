@@ -2,11 +2,13 @@
 //! template, and drained together by the sink's flusher.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::anchor::{self, Anchors};
 use super::stats::{Merged, RouteStats};
 use crate::naming::Naming;
+use crate::route::{Templates, DEFAULT_MAX_ROUTES, ROUTE_OVERFLOW};
 use crate::sink::{Control, PacketWriter, Source};
 
 /// The routes of one layer. A [`Source`] of the sink: the flusher drains it
@@ -17,6 +19,14 @@ pub(crate) struct Routes {
     timer_cap: usize,
     control: Arc<Control>,
     unmatched: Arc<RouteStats>,
+    /// Where the requests of templates past `max_routes` are recorded.
+    overflow: Arc<RouteStats>,
+    /// Whether the warning about the overflow has been logged.
+    overflowed: AtomicBool,
+    /// The templates recorded.
+    templates: Templates,
+    /// At most this many templates are in `by_template`.
+    max_routes: usize,
     by_template: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
     /// The flusher's scratch, kept between windows.
     merged: Mutex<Merged>,
@@ -33,6 +43,14 @@ impl Routes {
                 timer_cap,
                 control.clone(),
             )),
+            overflow: Arc::new(RouteStats::new(
+                naming.names_of_route(ROUTE_OVERFLOW),
+                timer_cap,
+                control.clone(),
+            )),
+            overflowed: AtomicBool::new(false),
+            templates: Templates::default(),
+            max_routes: DEFAULT_MAX_ROUTES,
             naming,
             timer_cap,
             control,
@@ -40,6 +58,24 @@ impl Routes {
             merged: Mutex::default(),
             services: Mutex::default(),
         }
+    }
+
+    /// Records only the requests of these templates.
+    pub(crate) fn with_templates(mut self, templates: Templates) -> Self {
+        self.templates = templates;
+        self
+    }
+
+    /// Keeps at most `max_routes` templates' names.
+    pub(crate) fn with_max_routes(mut self, max_routes: usize) -> Self {
+        self.max_routes = max_routes;
+        self
+    }
+
+    /// The stats of `template`'s route (`None`: unmatched), or `None` if
+    /// the layer does not record it.
+    pub(crate) fn route(&self, template: Option<&str>) -> Option<Arc<RouteStats>> {
+        self.templates.records(template).then(|| self.get(template))
     }
 
     /// Holds the anchors of a new service (its state at `key`) until no
@@ -80,37 +116,66 @@ impl Routes {
     }
 
     /// The stats of the route matching `template`, or of the unmatched
-    /// requests. Built on a template's first request.
+    /// requests. Built on a template's first request; past `max_routes`
+    /// templates, the overflow's.
     pub(crate) fn get(&self, template: Option<&str>) -> Arc<RouteStats> {
         let Some(template) = template else {
             return self.unmatched.clone();
         };
         // A poisoned lock only means another thread panicked mid-insert of a
         // complete value; the map is still consistent.
-        if let Some(stats) = self
-            .by_template
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(template)
-        {
+        let by_template = self.by_template.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(stats) = by_template.get(template) {
             return stats.clone();
         }
+        // Past the cap nothing is built: a flood of new names costs a
+        // lookup each, never a route's allocations.
+        if self.full(&by_template) {
+            drop(by_template);
+            return self.overflow();
+        }
+        drop(by_template);
+        let mut by_template = self.by_template.write().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have added it, or filled the map, meanwhile.
+        if let Some(stats) = by_template.get(template) {
+            return stats.clone();
+        }
+        if self.full(&by_template) {
+            drop(by_template);
+            return self.overflow();
+        }
+        // Built under the lock, once per route: a few names and a shard
+        // per core, before the route's first request is recorded.
         let stats = Arc::new(RouteStats::new(
             self.naming.names(Some(template)),
             self.timer_cap,
             self.control.clone(),
         ));
-        self.by_template
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(template.into())
-            .or_insert(stats)
-            .clone()
+        by_template.insert(template.into(), stats.clone());
+        stats
+    }
+
+    /// Whether `by_template` holds `max_routes` routes already.
+    fn full(&self, by_template: &HashMap<Box<str>, Arc<RouteStats>>) -> bool {
+        by_template.len() >= self.max_routes
+    }
+
+    /// The overflow's stats, with a warning the first time.
+    fn overflow(&self) -> Arc<RouteStats> {
+        if !self.overflowed.swap(true, Relaxed) {
+            tracing::warn!(
+                max_routes = self.max_routes,
+                "more distinct route names than max_routes: the requests of new ones \
+                 are recorded as {ROUTE_OVERFLOW}"
+            );
+        }
+        self.overflow.clone()
     }
 
     fn all(&self) -> Vec<Arc<RouteStats>> {
         let by_template = self.by_template.read().unwrap_or_else(|e| e.into_inner());
-        std::iter::once(&self.unmatched)
+        [&self.unmatched, &self.overflow]
+            .into_iter()
             .chain(by_template.values())
             .cloned()
             .collect()

@@ -18,11 +18,10 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use http::StatusCode;
 
 use super::members::Members;
 use super::tags::TagIds;
-use crate::naming::{MethodTag, NamingMode, RouteNames};
+use crate::naming::{MethodTag, NamingMode, RouteNames, Status};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
 
@@ -119,7 +118,7 @@ pub(crate) struct Key {
     pub(crate) method: MethodTag,
     /// `None` when the inner service failed, or the future was dropped,
     /// before a response existed.
-    pub(crate) status: Option<StatusCode>,
+    pub(crate) status: Option<Status>,
     /// The request's own tags (tagged mode).
     pub(crate) tags: TagIds,
 }
@@ -244,8 +243,7 @@ impl Shard {
             NamingMode::Tagged => Some(key),
         });
         // A rejected request (`/user?id=abc` → 400) is not a user visit.
-        let member =
-            user.filter(|_| rules.user_set && key.status.is_some_and(|s| s.as_u16() < 400));
+        let member = user.filter(|_| rules.user_set && key.status.is_some_and(|s| s.is_visit()));
         let mut window = lock(&self.window);
         window.count(key, bytes);
         window.timer(series).add(ms, rules.timer_cap);
@@ -447,7 +445,7 @@ impl RouteStats {
                 value: counter(total.bytes),
             });
         }
-        let mut statuses: Vec<(StatusCode, u64)> = Vec::new();
+        let mut statuses: Vec<(Status, u64)> = Vec::new();
         for &(key, count) in &merged.counts {
             let Some(status) = key.status else { continue };
             match statuses.iter_mut().find(|(s, _)| *s == status) {
@@ -580,19 +578,24 @@ fn merge_samples(
 
 /// The code that stands for `status`'s class, so that a window counts a
 /// class once: 204 → 200.
-fn class_of(status: StatusCode) -> StatusCode {
-    StatusCode::from_u16(status.as_u16() / 100 * 100).unwrap_or(status)
+fn class_of(status: Status) -> Status {
+    match status {
+        Status::Http(code) => {
+            Status::Http(http::StatusCode::from_u16(code.as_u16() / 100 * 100).unwrap_or(code))
+        }
+        // gRPC codes have no classes: each is its own.
+        grpc => grpc,
+    }
 }
 
 /// A status as it is written: its code, or its class (`2xx`).
-fn status_text(status: &StatusCode, classes: bool) -> &str {
+fn status_text(status: &Status, classes: bool) -> &str {
     const CLASSES: [&str; 10] = [
         "0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
     ];
-    if classes {
-        CLASSES[usize::from(status.as_u16() / 100)]
-    } else {
-        status.as_str()
+    match status {
+        Status::Http(code) if classes => CLASSES[usize::from(code.as_u16() / 100)],
+        _ => status.as_str(),
     }
 }
 
@@ -637,7 +640,7 @@ mod tests {
     fn key(method: &'static str, status: u16) -> Key {
         Key {
             method: MethodTag::of(&method.parse().unwrap()),
-            status: Some(StatusCode::from_u16(status).unwrap()),
+            status: Some(Status::Http(http::StatusCode::from_u16(status).unwrap())),
             tags: TagIds::NONE,
         }
     }

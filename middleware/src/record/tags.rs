@@ -428,7 +428,7 @@ mod tests {
         drop(response);
         // The routes and the tags of each rebuild of the layer.
         assert_eq!(statsd.sink().sources(), 5);
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         let lines = lines(&rx.take());
         assert!(
             lines.contains(&"p.tower_statsd.tag_overflow:1|c|#tag:tier".to_owned()),
@@ -436,7 +436,7 @@ mod tests {
         );
         // The tags are held by the routes' names until the routes retire.
         assert_eq!(statsd.sink().sources(), 2);
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         assert_eq!(statsd.sink().sources(), 0, "nobody records into them");
     }
 

@@ -84,7 +84,7 @@ impl Statsd {
 
     /// A new [`StatsdLayer`] reporting through this client.
     pub fn layer(&self) -> StatsdLayer {
-        StatsdLayer::new(
+        StatsdLayer::from_client_parts(
             self.inner.sink.clone(),
             &self.inner.prefix,
             self.inner.naming,

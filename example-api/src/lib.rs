@@ -244,7 +244,7 @@ mod tests {
         ] {
             get_json(app.clone(), uri).await;
         }
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         let text: String = packets
             .try_iter()
             .map(|p| String::from_utf8(p).unwrap() + "\n")

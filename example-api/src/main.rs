@@ -72,10 +72,11 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     // Every request the server answered is counted: send what is buffered.
-    let flushed = tokio::task::spawn_blocking(move || statsd.flush())
-        .await
-        .unwrap_or(false);
-    tracing::info!(flushed, "stopped");
+    match tokio::task::spawn_blocking(move || statsd.flush()).await {
+        Ok(Ok(())) => tracing::info!(flushed = true, "stopped"),
+        Ok(Err(error)) => tracing::warn!(%error, "stopped; metrics not all sent"),
+        Err(error) => tracing::warn!(%error, "stopped; the flush panicked"),
+    }
     Ok(())
 }
 

@@ -61,6 +61,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     // Send what is still buffered.
-    statsd.flush_async().await;
+    statsd.flush_async().await?;
     Ok(())
 }

@@ -28,6 +28,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // Every answered request is counted: send what is still buffered.
-    statsd.flush_async().await;
+    statsd.flush_async().await?;
     Ok(())
 }

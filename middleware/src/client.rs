@@ -17,7 +17,7 @@ use crate::config::{ConfigError, StatsdBuilder, Transport};
 use crate::layer::StatsdLayer;
 use crate::naming::{sanitize_dotted, NamingMode};
 use crate::sink::settings::{Settings, DROPPED_METRIC};
-use crate::sink::{AggregatingSink, Metric, TcpSink, UdpSink, Value};
+use crate::sink::{AggregatingSink, FlushError, Metric, TcpSink, UdpSink, Value};
 
 /// A StatsD client with client-side aggregation, and the factory of
 /// [`StatsdLayer`]s.
@@ -84,7 +84,7 @@ impl Statsd {
 
     /// A new [`StatsdLayer`] reporting through this client.
     pub fn layer(&self) -> StatsdLayer {
-        StatsdLayer::new(
+        StatsdLayer::from_client_parts(
             self.inner.sink.clone(),
             &self.inner.prefix,
             self.inner.naming,
@@ -106,18 +106,41 @@ impl Statsd {
     /// Sends everything buffered now and **blocks** until it is written (at
     /// most five seconds). Call it on graceful shutdown, after the server has
     /// stopped taking requests; in async code prefer
-    /// [`flush_async`](Self::flush_async). Returns `false` on timeout.
-    pub fn flush(&self) -> bool {
+    /// [`flush_async`](Self::flush_async). Fails with
+    /// [`FlushError::TimedOut`] after five seconds (the flusher is still
+    /// sending), or [`FlushError::Closed`] if the flusher is gone.
+    ///
+    /// It shadows cadence's `StatsdClient::flush`, which `Deref` would reach
+    /// otherwise (and [`client`](Self::client) still does): that one asks a
+    /// sink to write out its buffer, and reports this sink's wait only as an
+    /// `io::Error` inside a `MetricError`. This one waits for the window to
+    /// be sent, and says which way it failed.
+    ///
+    /// ```
+    /// use cadence::SpyMetricSink;
+    /// use tower_statsd::Statsd;
+    ///
+    /// let (packets, spy) = SpyMetricSink::new();
+    /// let statsd = Statsd::builder().prefix("app").build_with(spy)?;
+    /// statsd.timing_ms("work", 0.3);
+    /// statsd.flush()?;
+    /// assert_eq!(packets.try_recv()?, b"app.work:0.3|ms");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush(&self) -> Result<(), FlushError> {
         self.inner.sink.flush()
     }
 
-    /// Sends everything buffered now; the future is ready (`true`) when it
-    /// is written, without blocking the executor. No time limit of its own:
-    /// wrap it in your runtime's timeout.
+    /// Sends everything buffered now; the future is ready (`Ok`) when it is
+    /// written, without blocking the executor, or [`FlushError::Closed`] if
+    /// the flusher is gone. No time limit of its own: wrap it in your
+    /// runtime's timeout.
     ///
     /// ```
     /// # async fn shutdown(statsd: tower_statsd::Statsd) {
-    /// statsd.flush_async().await;
+    /// if let Err(error) = statsd.flush_async().await {
+    ///     eprintln!("metrics not sent: {error}");
+    /// }
     /// # }
     /// ```
     pub fn flush_async(&self) -> crate::sink::FlushFuture {
@@ -260,9 +283,9 @@ impl StatsdBuilder {
     /// let (packets, spy) = SpyMetricSink::new();
     /// let statsd = Statsd::builder().prefix("app").build_with(spy)?;
     /// statsd.timing_ms("work", 0.3);
-    /// statsd.flush();
-    /// assert_eq!(packets.try_recv().unwrap(), b"app.work:0.3|ms");
-    /// # Ok::<(), tower_statsd::ConfigError>(())
+    /// statsd.flush()?;
+    /// assert_eq!(packets.try_recv()?, b"app.work:0.3|ms");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build_with<T>(self, transport: T) -> Result<Statsd, ConfigError>
     where

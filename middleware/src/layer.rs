@@ -12,13 +12,15 @@ use crate::route::{Predicate, RouteNamer, Select, Templates, DEFAULT_MAX_ROUTES}
 use crate::service::StatsdService;
 use crate::sink::AggregatingSink;
 use crate::user::UserKey;
+use crate::Statsd;
 
 /// Records, for every request, a hit counter, a latency timer (float ms, to
 /// the end of the response body) and a status counter per route, plus a
 /// unique-user set when a [`UserKey`] is configured.
 ///
-/// Made by [`Statsd::layer`](crate::Statsd::layer). Options are set at start-up; a per-route name
-/// is built once, on a route's first request.
+/// Made by [`StatsdLayer::new`] or [`Statsd::layer`](crate::Statsd::layer).
+/// Options are set at start-up; a per-route name is built once, on a route's
+/// first request.
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -69,9 +71,27 @@ struct Options {
 }
 
 impl StatsdLayer {
+    /// A layer reporting through `statsd`, with the client's prefix, naming,
+    /// constant tags and default for status classes: the same as
+    /// [`statsd.layer()`](crate::Statsd::layer), in tower-http's style.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_statsd::{Statsd, StatsdLayer};
+    ///
+    /// let statsd = Statsd::builder().prefix("statstest").build()?;
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .layer(StatsdLayer::new(&statsd).status_classes(true));
+    /// # Ok::<(), tower_statsd::ConfigError>(())
+    /// ```
+    pub fn new(statsd: &Statsd) -> Self {
+        statsd.layer()
+    }
+
     /// A layer recording into `sink`'s windows, names under `prefix`, with
     /// the client's constant `tags` and default for status classes.
-    pub(crate) fn new(
+    pub(crate) fn from_client_parts(
         sink: AggregatingSink,
         prefix: &str,
         mode: NamingMode,
@@ -408,5 +428,44 @@ mod tests {
             .layer(layer.rename_route("/d", "fourth"));
         assert_eq!(statsd.sink().sources(), 2);
         drop((app, other, renamed));
+    }
+
+    #[tokio::test]
+    async fn new_makes_the_clients_layer() {
+        use tower::ServiceExt;
+
+        let (rx, spy) = cadence::SpyMetricSink::new();
+        let statsd = Statsd::builder()
+            .prefix("p")
+            .server(crate::Server::Etsy)
+            .naming(NamingMode::Tagged)
+            .tag("env", "prod")
+            .status_classes(true)
+            .flush_interval(Duration::from_secs(3600))
+            .build_with(spy)
+            .unwrap();
+        let layer = super::StatsdLayer::new(&statsd);
+        // The client's prefix, naming, tags and status classes, as
+        // `statsd.layer()` has them.
+        assert_eq!(format!("{layer:?}"), format!("{:?}", statsd.layer()));
+        let app: Router = Router::new()
+            .route("/", get(|| async { "hello" }))
+            .layer(layer);
+        let response = app
+            .oneshot(http::Request::new(axum::body::Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        drop(response);
+        statsd.flush().unwrap();
+        let packets: Vec<String> = rx
+            .try_iter()
+            .map(|p| String::from_utf8(p).unwrap())
+            .collect();
+        let lines: Vec<&str> = packets.iter().flat_map(|p| p.lines()).collect();
+        assert!(
+            lines.contains(&"p.http.requests:1|c|#route:root,method:GET,status:2xx,env:prod"),
+            "{lines:?}"
+        );
     }
 }

@@ -109,8 +109,8 @@
 //!     )
 //!     .layer(Extension(statsd.clone()));
 //! // On shutdown, after the server has stopped:
-//! statsd.flush();
-//! # Ok::<(), tower_statsd::ConfigError>(())
+//! statsd.flush()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Without axum
@@ -236,7 +236,7 @@ pub use naming::{route_name, NamingMode, UNMATCHED};
 pub use record::{DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS, OVERFLOW_TAG_VALUE};
 pub use route::{RouteNamer, DEFAULT_MAX_ROUTES, ROUTE_OVERFLOW};
 pub use service::StatsdService;
-pub use sink::{Protocol, Server, UnknownProtocol, UnknownServer};
+pub use sink::{FlushError, Protocol, Server, UnknownProtocol, UnknownServer};
 pub use user::{UserKey, MAX_PLAIN_USER_KEY};
 
 /// Re-exported for the rest of cadence; the metric traits handlers need come

@@ -45,7 +45,7 @@ fn lines(server: Server) -> Vec<String> {
         .with_sampling_rate(0.25)
         .try_send()
         .unwrap();
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
     rx.try_iter()
         .flat_map(|p| {
             String::from_utf8(p)

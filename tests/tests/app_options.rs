@@ -67,7 +67,7 @@ fn status_classes_count_2xx_to_5xx() {
         &url,
         &["/", "/", "/created", "/teapot", "/oops", "/oops", "/nope"],
     );
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
 
     let expected: Vec<(String, f64)> = [
         ("classes.root.status.2xx", 2.0),
@@ -101,7 +101,7 @@ fn constant_tags_and_status_classes_reach_the_daemon_as_graphite_tags() {
     hit(&url, &["/", "/created", "/oops"]);
     use tower_statsd::prelude::*;
     statsd.count("jobs", 3).unwrap();
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
 
     // statsd 0.9 turns `|#k:v` into `;k=v`, in the order sent.
     let expected: Vec<(String, f64)> = [
@@ -163,7 +163,7 @@ fn request_tags_reach_the_daemon_with_their_cap() {
             .bytes()
             .unwrap();
     }
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
 
     let key = |tier: &str| {
         format!("reqtags.http.requests;route=root;method=GET;status=200;tier={tier};env=prod")

@@ -16,7 +16,7 @@ use axum::Router;
 use e2e::{free_port, poll, ExampleApi, Stack};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_statsd::{Statsd, UserKey};
+use tower_statsd::{FlushError, Statsd, UserKey};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -67,7 +67,7 @@ async fn median_latency(app: &Router, n: usize) -> Duration {
     latencies[n / 2]
 }
 
-async fn flush(statsd: &Statsd) -> bool {
+async fn flush(statsd: &Statsd) -> Result<(), FlushError> {
     let statsd = statsd.clone();
     tokio::task::spawn_blocking(move || statsd.flush())
         .await
@@ -89,15 +89,14 @@ async fn requests_succeed_without_waiting_when_statsd_is_down_or_unresolvable() 
 
     let up = client("127.0.0.1", stack.statsd_port, "faults_up");
     let up_median = median_latency(&app(&up), N).await;
-    assert!(flush(&up).await);
+    flush(&up).await.unwrap();
 
     // Nothing listens on this port: every datagram is refused.
     let closed = client("127.0.0.1", free_port(), "faults_closed");
     let closed_median = median_latency(&app(&closed), N).await;
-    assert!(
-        flush(&closed).await,
-        "the sender keeps working against a closed port"
-    );
+    flush(&closed)
+        .await
+        .expect("the sender keeps working against a closed port");
     assert_eq!(
         closed.sink().dropped(),
         0,
@@ -107,10 +106,9 @@ async fn requests_succeed_without_waiting_when_statsd_is_down_or_unresolvable() 
     // `.invalid` never resolves (RFC 6761): every packet is an error.
     let nowhere = client("no-such-host.invalid", 8125, "faults_nowhere");
     let nowhere_median = median_latency(&app(&nowhere), N).await;
-    assert!(
-        flush(&nowhere).await,
-        "the sender keeps working without an address"
-    );
+    flush(&nowhere)
+        .await
+        .expect("the sender keeps working without an address");
     assert!(
         nowhere.sink().failed_packets() > 0,
         "the packets failed, and were counted"
@@ -277,7 +275,7 @@ async fn metrics_flow_once_the_daemon_starts_and_again_after_it_restarts() {
     .unwrap();
     let answered = load.finish().await;
     assert!(answered >= 200, "{answered}");
-    assert!(flush(&statsd).await);
+    flush(&statsd).await.unwrap();
     tokio::task::spawn_blocking(|| stack.stop()).await.unwrap();
 }
 

@@ -360,12 +360,13 @@ async fn hostile_requests_leave_no_bad_line_and_no_undocumented_key() {
     );
     users.insert("alice".to_owned());
     assert!(users.len() > 1, "the run had hostile visits");
-    assert!(tokio::task::spawn_blocking({
+    tokio::task::spawn_blocking({
         let s = statsd.clone();
         move || s.flush()
     })
     .await
-    .unwrap());
+    .unwrap()
+    .unwrap();
     assert_eq!(statsd.sink().dropped(), 0, "nothing dropped on our side");
 
     tokio::task::spawn_blocking(move || {
@@ -423,12 +424,13 @@ async fn unknown_paths_and_methods_add_only_unmatched() {
             .unwrap();
         assert_eq!(send(&app, request).await, StatusCode::NOT_FOUND);
     }
-    assert!(tokio::task::spawn_blocking({
+    tokio::task::spawn_blocking({
         let s = statsd.clone();
         move || s.flush()
     })
     .await
-    .unwrap());
+    .unwrap()
+    .unwrap();
 
     tokio::task::spawn_blocking(move || {
         poll("every request counted as unmatched", DEADLINE, || {

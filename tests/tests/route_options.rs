@@ -56,7 +56,7 @@ fn an_excluded_health_route_sends_nothing_and_the_others_arrive() {
             .bytes()
             .unwrap();
     }
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
 
     expect_sum(stack, &format!("stats_counts.{PREFIX}.root.called"), 2.0);
     expect_sum(
@@ -129,7 +129,7 @@ fn a_route_namer_names_a_plain_service_and_the_cap_holds() {
             .unwrap();
         assert_eq!(body, "plain");
     }
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
 
     expect_sum(
         stack,

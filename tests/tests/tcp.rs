@@ -35,7 +35,7 @@ fn every_request_arrives_over_tcp() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    assert!(statsd.flush());
+    statsd.flush().unwrap();
     assert_eq!(statsd.sink().dropped(), 0);
     assert_eq!(statsd.sink().failed_packets(), 0);
 

@@ -337,10 +337,10 @@ mod tests {
         assert_eq!(routes.services().len(), 1, "the clone holds its anchors");
         drop(clone);
         assert_eq!(routes.services().len(), 1, "until a drain");
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         assert!(routes.services().is_empty());
         drop(routes);
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         assert_eq!(statsd.sink().sources(), 0, "then the routes retire");
     }
 

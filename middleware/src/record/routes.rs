@@ -253,7 +253,7 @@ mod tests {
         get_ok(&app, "/").await;
         assert_eq!(statsd.sink().sources(), 1);
         drop(app);
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         let lines = lines(&rx.take());
         assert!(lines.contains(&"p.root.called:1|c".to_owned()), "{lines:?}");
         // The last window's peak, then the gauge back to 0 for good.
@@ -287,7 +287,7 @@ mod tests {
         .unwrap();
         let (first, rx) = early;
         assert!(first.is_some(), "a full window is sent early");
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         let mut packets = vec![first.unwrap()];
         packets.extend(rx.take());
         let lines = lines(&packets);

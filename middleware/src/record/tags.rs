@@ -428,7 +428,7 @@ mod tests {
         drop(response);
         // The layer's routes and its tags, registered once when applied.
         assert_eq!(statsd.sink().sources(), 2);
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         let lines = lines(&rx.take());
         assert!(
             lines.contains(&"p.tower_statsd.tag_overflow:1|c|#tag:tier".to_owned()),
@@ -437,7 +437,7 @@ mod tests {
         // The routes retired at that flush; their names held the tags until
         // then, so the tags retire at the next one.
         assert_eq!(statsd.sink().sources(), 1);
-        assert!(statsd.flush());
+        statsd.flush().unwrap();
         assert_eq!(statsd.sink().sources(), 0, "nobody records into them");
     }
 

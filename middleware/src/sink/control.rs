@@ -8,6 +8,24 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// Why a flush did not end with everything sent: from
+/// [`Statsd::flush`](crate::Statsd::flush),
+/// [`AggregatingSink::flush`](super::AggregatingSink::flush) and their
+/// `flush_async` futures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The flusher did not send the window within this limit (5 seconds
+    /// for a blocking flush); it is still running, and sends it later.
+    /// `flush_async` has no limit of its own, so never returns this.
+    #[error("the tower-statsd flusher did not send the window within {0:?}; it is still sending")]
+    TimedOut(Duration),
+    /// The flusher thread is gone (the sink was closed, or its transport
+    /// panicked): what was not sent before never will be.
+    #[error("the tower-statsd flusher is gone (closed, or its transport panicked); nothing more is sent")]
+    Closed,
+}
+
 /// How the handles, the sources and the flusher thread talk: requests to
 /// the thread, and the count of metrics dropped anywhere.
 #[derive(Debug, Default)]
@@ -55,12 +73,12 @@ impl Control {
     }
 
     /// Asks for everything to be sent now and waits until it is, up to
-    /// `timeout`. `false` on timeout or when the flusher is gone.
-    pub(super) fn flush(&self, timeout: Duration) -> bool {
+    /// `timeout`.
+    pub(super) fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         if state.exited {
-            return false;
+            return Err(FlushError::Closed);
         }
         state.flushes_asked += 1;
         let ticket = state.flushes_asked;
@@ -68,11 +86,15 @@ impl Control {
         while state.flushes_done < ticket && !state.exited {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return Err(FlushError::TimedOut(timeout));
             }
             state = self.wait(state, left);
         }
-        state.flushes_done >= ticket
+        if state.flushes_done >= ticket {
+            Ok(())
+        } else {
+            Err(FlushError::Closed)
+        }
     }
 
     /// Asks for everything to be sent now, without waiting: the ticket to
@@ -89,15 +111,20 @@ impl Control {
         Some(ticket)
     }
 
-    /// Whether flush `ticket` is done (`true`) or never will be (`false`);
-    /// pending otherwise, and `cx` is woken when it is.
-    pub(super) fn poll_flushed(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
+    /// Whether flush `ticket` is done (`Ok`) or never will be
+    /// ([`FlushError::Closed`]); pending otherwise, and `cx` is woken when it
+    /// is.
+    pub(super) fn poll_flushed(
+        &self,
+        ticket: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), FlushError>> {
         let mut state = self.lock();
         if state.flushes_done >= ticket {
-            return Poll::Ready(true);
+            return Poll::Ready(Ok(()));
         }
         if state.exited {
-            return Poll::Ready(false);
+            return Poll::Ready(Err(FlushError::Closed));
         }
         match state.waiting.iter_mut().find(|(t, _)| *t == ticket) {
             Some((_, waker)) => waker.clone_from(cx.waker()),
@@ -280,7 +307,7 @@ mod tests {
             assert_eq!(three.0.load(SeqCst), 0);
             assert_eq!(
                 control.poll_flushed(2, &mut cx(&waker_two)),
-                Poll::Ready(true)
+                Poll::Ready(Ok(()))
             );
             assert!(control.poll_flushed(3, &mut cx(&waker_three)).is_pending());
             // The flusher exits: 3 will never be done, and says so.
@@ -288,14 +315,17 @@ mod tests {
             assert_eq!(three.0.load(SeqCst), 1);
             assert_eq!(
                 control.poll_flushed(3, &mut cx(&waker_three)),
-                Poll::Ready(false)
+                Poll::Ready(Err(FlushError::Closed))
             );
             assert_eq!(
                 control.poll_flushed(1, &mut cx(&waker_one)),
-                Poll::Ready(true)
+                Poll::Ready(Ok(()))
             );
             assert_eq!(control.ask_flush(), None);
-            assert!(!control.flush(Duration::from_secs(5)));
+            assert_eq!(
+                control.flush(Duration::from_secs(5)),
+                Err(FlushError::Closed)
+            );
         });
     }
 
@@ -327,11 +357,14 @@ mod tests {
             let thread = answer_flushes(control.clone());
             for _ in 0..3 {
                 // Far longer than the test may take: it returns when done.
-                assert!(control.flush(Duration::from_secs(3600)));
+                assert_eq!(control.flush(Duration::from_secs(3600)), Ok(()));
             }
             control.close(Duration::from_secs(3600));
             assert_eq!(thread.join().unwrap(), 3);
-            assert!(!control.flush(Duration::from_secs(3600)));
+            assert_eq!(
+                control.flush(Duration::from_secs(3600)),
+                Err(FlushError::Closed)
+            );
         });
     }
 
@@ -339,10 +372,44 @@ mod tests {
     fn a_flush_nobody_answers_waits_for_its_timeout() {
         let control = Control::default();
         let start = Instant::now();
-        assert!(!control.flush(Duration::from_millis(200)));
-        assert!(start.elapsed() >= Duration::from_millis(200));
+        let limit = Duration::from_millis(200);
+        assert_eq!(control.flush(limit), Err(FlushError::TimedOut(limit)));
+        assert!(start.elapsed() >= limit);
         // Asked, still not done.
         assert!(matches!(control.next(Instant::now()), Wake::Flush(1)));
+    }
+
+    #[test]
+    fn a_flusher_that_exits_during_a_flush_ends_it_as_closed() {
+        within_5s(|| {
+            let control = Arc::new(Control::default());
+            let flusher = control.clone();
+            // Takes the flush, then exits without doing it (as a flusher
+            // that panics does).
+            let thread = std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(3600);
+                assert!(matches!(flusher.next(until), Wake::Flush(1)));
+                flusher.exited();
+            });
+            assert_eq!(
+                control.flush(Duration::from_secs(3600)),
+                Err(FlushError::Closed)
+            );
+            thread.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn each_flush_error_says_what_happened() {
+        assert_eq!(
+            FlushError::TimedOut(Duration::from_secs(5)).to_string(),
+            "the tower-statsd flusher did not send the window within 5s; it is still sending"
+        );
+        assert_eq!(
+            FlushError::Closed.to_string(),
+            "the tower-statsd flusher is gone (closed, or its transport panicked); \
+             nothing more is sent"
+        );
     }
 
     #[test]

@@ -220,6 +220,7 @@ impl Flusher {
 
 #[cfg(test)]
 mod tests {
+    use super::super::control::FlushError;
     use super::super::forwarder::PacketStats;
     use super::super::testing::{spy, within_5s, Packets};
     use super::*;
@@ -355,7 +356,7 @@ mod tests {
         sink.emit("g:1|c").unwrap();
         assert!(!early(), "asked once, when it filled up");
         drop(release);
-        assert!(sink.flush());
+        sink.flush().unwrap();
         let mut lines = super::super::testing::lines(&rx.take());
         lines.sort();
         let want = ["a", "b", "c", "d", "e", "f", "g"].map(|n| format!("{n}:1|c"));
@@ -427,16 +428,18 @@ mod tests {
             let asked_before = sink.flush_async();
             // Nothing was sent. Every wait below returns at once: one that
             // lasted its 5 s timeout would fail `within_5s`.
-            assert!(!sink.flush());
+            assert_eq!(sink.flush(), Err(FlushError::Closed));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
-            assert!(
-                !runtime.block_on(asked_before),
+            assert_eq!(
+                runtime.block_on(asked_before),
+                Err(FlushError::Closed),
                 "woken, and told it was not sent"
             );
-            assert!(
-                !runtime.block_on(sink.flush_async()),
+            assert_eq!(
+                runtime.block_on(sink.flush_async()),
+                Err(FlushError::Closed),
                 "asked after: ready at once"
             );
             drop(sink);

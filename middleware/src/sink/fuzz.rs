@@ -565,9 +565,7 @@ fn check_sink(
     for line in lines {
         let _ = sink.emit(line);
     }
-    if !sink.flush() {
-        return Err("flush timed out".into());
-    }
+    sink.flush().map_err(|e| e.to_string())?;
     if sink.dropped() != invalid {
         return Err(format!("dropped {} but {invalid} invalid", sink.dropped()));
     }

@@ -15,7 +15,7 @@ use std::{fmt, io, thread};
 use cadence::{MetricSink, SinkStats};
 
 use super::aggregate::Aggregator;
-use super::control::Control;
+use super::control::{Control, FlushError};
 use super::flusher::Source;
 use super::flusher::{Core, Flusher};
 use super::forwarder::{Forwarder, PacketStats};
@@ -67,8 +67,8 @@ const HARD_LIMIT_FACTOR: usize = 64;
 /// let sink = AggregatingSink::builder(UdpSink::new("localhost", 8125, false)?).build()?;
 /// let statsd = StatsdClient::from_sink("myapp", sink.clone());
 /// statsd.incr("jobs.done").ok();
-/// sink.flush();
-/// # Ok::<(), std::io::Error>(())
+/// sink.flush()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// Customised: a 10 second window (statsd's own default flush interval),
@@ -183,20 +183,23 @@ impl AggregatingSink {
     }
 
     /// Sends everything aggregated so far, and waits until the transport has
-    /// been given every packet. Blocks for up to 5 seconds; `false` if the
-    /// flusher did not finish in time (or is gone).
-    pub fn flush(&self) -> bool {
+    /// been given every packet. Blocks for up to 5 seconds:
+    /// [`FlushError::TimedOut`] if the flusher did not finish in time,
+    /// [`FlushError::Closed`] if it is gone.
+    pub fn flush(&self) -> Result<(), FlushError> {
         self.handle.core.control.flush(FLUSH_TIMEOUT)
     }
 
     /// Like [`flush`](Self::flush), without blocking: a future that is ready
-    /// (`true`) once the transport has been given every packet aggregated
-    /// before the call, or `false` if the flusher is gone. It has no time
-    /// limit of its own: wrap it in your runtime's timeout.
+    /// (`Ok`) once the transport has been given every packet aggregated
+    /// before the call, or [`FlushError::Closed`] if the flusher is gone. It
+    /// has no time limit of its own: wrap it in your runtime's timeout.
     ///
     /// ```
     /// # async fn shutdown(sink: tower_statsd::sink::AggregatingSink) {
-    /// let sent = sink.flush_async().await;
+    /// if let Err(error) = sink.flush_async().await {
+    ///     eprintln!("metrics not sent: {error}");
+    /// }
     /// # }
     /// ```
     pub fn flush_async(&self) -> FlushFuture {
@@ -267,15 +270,15 @@ pub struct FlushFuture {
 }
 
 impl std::future::Future for FlushFuture {
-    type Output = bool;
+    type Output = Result<(), FlushError>;
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<bool> {
+    ) -> std::task::Poll<Self::Output> {
         match self.ticket {
             Some(ticket) => self.control.poll_flushed(ticket, cx),
-            None => std::task::Poll::Ready(false),
+            None => std::task::Poll::Ready(Err(FlushError::Closed)),
         }
     }
 }
@@ -356,16 +359,11 @@ impl MetricSink for AggregatingSink {
         }
     }
 
-    /// Same as [`AggregatingSink::flush`], as an `io::Result`.
+    /// Same as [`AggregatingSink::flush`], as an `io::Result`: the
+    /// [`FlushError`] inside an `io::Error` of kind `TimedOut` or
+    /// `BrokenPipe` (the flusher is gone).
     fn flush(&self) -> io::Result<()> {
-        if AggregatingSink::flush(self) {
-            Ok(())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "tower-statsd flusher did not flush within 5 seconds",
-            ))
-        }
+        AggregatingSink::flush(self).map_err(io_error)
     }
 
     /// Packets and bytes handed to the transport; "dropped" counts packets the
@@ -381,6 +379,16 @@ impl MetricSink for AggregatingSink {
             packets_dropped: packets.packets_failed.load(Relaxed),
         }
     }
+}
+
+/// A [`FlushError`] as the `io::Error` cadence's [`MetricSink::flush`]
+/// returns, of the kind that says which.
+fn io_error(error: FlushError) -> io::Error {
+    let kind = match error {
+        FlushError::TimedOut(_) => io::ErrorKind::TimedOut,
+        FlushError::Closed => io::ErrorKind::BrokenPipe,
+    };
+    io::Error::new(kind, error)
 }
 
 impl Drop for Handle {
@@ -636,7 +644,7 @@ mod tests {
         let (rx, sink) = spy_sink(|b| b);
         let statsd = StatsdClient::from_sink("p", sink.clone());
         workload(&statsd);
-        assert!(sink.flush());
+        sink.flush().unwrap();
         let packets = received(&rx);
         let mut got = daemon(&packets);
         assert!(got.lines < 20, "aggregated into a few lines: {packets:?}");
@@ -658,7 +666,7 @@ mod tests {
         let (rx, sink) = spy_sink(|b| b.server(Server::Etsy).protocol(Protocol::Plain));
         let statsd = StatsdClient::from_sink("p", sink.clone());
         workload(&statsd);
-        assert!(sink.flush());
+        sink.flush().unwrap();
         let packets = received(&rx);
         for line in lines(&packets) {
             let (_, fields) = line.split_once(':').unwrap();
@@ -704,14 +712,14 @@ mod tests {
         assert_eq!(sink.dropped(), 1);
         // Release the flusher for good and flush.
         drop(release);
-        assert!(sink.flush());
+        sink.flush().unwrap();
         let packets = received(&rx);
         assert_eq!(packets[0], "first:1|c");
         assert_eq!(packets.len(), 1 + HARD_LIMIT_FACTOR + 1, "{packets:?}");
         assert!(packets.contains(&"tower_statsd.dropped:1|c".to_owned()));
         assert!(!packets.iter().any(|p| p.starts_with("lost")));
         // Reported once: the next flush carries no new report.
-        assert!(sink.flush());
+        sink.flush().unwrap();
         assert!(received(&rx).is_empty());
     }
 
@@ -727,7 +735,7 @@ mod tests {
             .unwrap();
         let sent =
             runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), flush).await });
-        assert_eq!(sent, Ok(true));
+        assert_eq!(sent, Ok(Ok(())));
         assert_eq!(received(&rx), ["a:1|c"]);
     }
 
@@ -747,7 +755,7 @@ mod tests {
         assert!(sink.emit("bad line").is_err());
         sink.emit("ok:1|c").unwrap();
         assert!(sink.emit("nan:NaN|ms").is_err());
-        assert!(sink.flush());
+        sink.flush().unwrap();
         assert_eq!(sink.dropped(), 2);
         let mut lines = lines(&received(&rx));
         lines.sort();
@@ -776,7 +784,7 @@ mod tests {
         // No timer and no flush yet: the first full windows went out anyway
         // (only the last, short packet of a drain waits for the next one).
         let mut packets = vec![rx.wait(Duration::from_secs(5)).expect("an early packet")];
-        assert!(sink.flush());
+        sink.flush().unwrap();
         packets.extend(received(&rx));
         let got = daemon(&packets);
         let want: Vec<f64> = (0..25).map(f64::from).collect();
@@ -811,7 +819,7 @@ mod tests {
             .unwrap();
         let statsd = StatsdClient::from_sink("p", sink.clone());
         workload(&statsd);
-        assert!(sink.flush());
+        sink.flush().unwrap();
         let mut packets = Vec::new();
         let mut buf = [0; 2048];
         while let Ok(n) = server.recv(&mut buf) {
@@ -924,7 +932,7 @@ mod tests {
         let (rx, sink) = spy_sink(|b| b);
         assert_eq!(sink.emit("a:1|c").unwrap(), 5);
         assert_eq!(sink.emit("t:1:2:3|ms").unwrap(), 10);
-        assert!(sink.flush());
+        sink.flush().unwrap();
         let packets = received(&rx);
         // The count leaves first, in a packet of its own.
         assert_eq!(packets, ["a:1|c", "t:1|ms:2|ms:3|ms"]);
@@ -995,15 +1003,33 @@ mod tests {
         sink.emit("a:1|c").unwrap();
         sink.handle.core.control.close(FLUSH_TIMEOUT);
         assert_eq!(received(&rx), ["a:1|c"], "sent before it exited");
-        assert!(!sink.flush());
+        assert_eq!(sink.flush(), Err(FlushError::Closed));
         let error = MetricSink::flush(&sink).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            error.get_ref().unwrap().downcast_ref(),
+            Some(&FlushError::Closed)
+        );
         let mut flush = sink.flush_async();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert_eq!(
             std::pin::Pin::new(&mut flush).poll(&mut cx),
-            std::task::Poll::Ready(false)
+            std::task::Poll::Ready(Err(FlushError::Closed))
         );
+    }
+
+    #[test]
+    fn a_flush_error_is_the_io_error_of_its_kind() {
+        let limit = FlushError::TimedOut(FLUSH_TIMEOUT);
+        for (error, kind) in [
+            (limit, io::ErrorKind::TimedOut),
+            (FlushError::Closed, io::ErrorKind::BrokenPipe),
+        ] {
+            let io = io_error(error);
+            assert_eq!(io.kind(), kind);
+            assert_eq!(io.to_string(), error.to_string());
+            assert_eq!(io.get_ref().unwrap().downcast_ref(), Some(&error));
+        }
     }
 
     #[test]
@@ -1024,7 +1050,7 @@ mod tests {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
         loop {
             match std::pin::Pin::new(&mut flush).poll(&mut cx) {
-                std::task::Poll::Ready(sent) => break assert!(sent),
+                std::task::Poll::Ready(sent) => break assert_eq!(sent, Ok(())),
                 std::task::Poll::Pending => {
                     assert!(Instant::now() < deadline, "the flush ends");
                     thread::yield_now();
@@ -1042,7 +1068,7 @@ mod tests {
                 .unwrap();
         let statsd = StatsdClient::from_sink("p", sink.clone());
         statsd.incr("hits").unwrap();
-        assert!(sink.flush());
+        sink.flush().unwrap();
         assert_eq!(sink.failed_packets(), 1);
         assert_eq!(sink.dropped(), 0);
     }

@@ -50,8 +50,8 @@
 //! let statsd = StatsdClient::from_sink("app", sink.clone());
 //! statsd.count("jobs", 3).ok();
 //! statsd.count("jobs", 4).ok();
-//! sink.flush(); // one packet: `app.jobs:7|c`
-//! # Ok::<(), std::io::Error>(())
+//! sink.flush()?; // one packet: `app.jobs:7|c`
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Customised: packets captured in a test, one value per line; counts leave
@@ -68,10 +68,10 @@
 //! statsd.count("jobs", 4).ok();
 //! statsd.time("db", 3).ok();
 //! statsd.time("db", 4).ok();
-//! assert!(sink.flush());
+//! sink.flush()?;
 //! let packets: Vec<Vec<u8>> = packets.try_iter().collect();
 //! assert_eq!(packets, [&b"app.jobs:7|c"[..], b"app.db:3|ms\napp.db:4|ms"]);
-//! # Ok::<(), std::io::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod aggregate;
@@ -93,6 +93,7 @@ mod transport;
 mod writer;
 
 pub(crate) use control::Control;
+pub use control::FlushError;
 pub(crate) use flusher::Source;
 #[cfg(test)]
 pub(crate) use forwarder::PacketStats;

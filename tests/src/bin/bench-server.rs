@@ -93,7 +93,11 @@ fn run() -> Result<(), String> {
             .map_err(|e| e.to_string())
     })?;
     if let Some(statsd) = statsd {
-        statsd.flush();
+        // Best effort: the run is over and measured; say so if metrics were
+        // left unsent, without failing it.
+        if let Err(error) = statsd.flush() {
+            eprintln!("bench-server: {error}");
+        }
     }
     Ok(())
 }

@@ -140,7 +140,9 @@ fn run() -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let app = example_api::app(settings, &statsd);
             let finish = move || {
-                statsd.flush();
+                if let Err(error) = statsd.flush() {
+                    eprintln!("delivery-server: {error}");
+                }
                 (statsd.sink().dropped(), statsd.sink().failed_packets())
             };
             (app, Box::new(finish))

@@ -67,9 +67,11 @@ async fn excluded_routes_send_nothing_and_the_others_all() {
             "p.root",
             "p.root.bytes_sent",
             "p.root.called",
+            "p.root.in_flight",
             "p.root.status.200",
             "p.unmatched",
             "p.unmatched.called",
+            "p.unmatched.in_flight",
             "p.unmatched.status.404",
         ]),
         "{lines:?}"
@@ -128,6 +130,7 @@ async fn only_listed_routes_are_recorded() {
             "p.root",
             "p.root.bytes_sent",
             "p.root.called",
+            "p.root.in_flight",
             "p.root.status.200"
         ]),
         "{lines:?}"

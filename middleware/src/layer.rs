@@ -354,11 +354,15 @@ impl StatsdLayer {
                 sink.register(tags.clone());
                 tags
             });
-        let naming = naming.with_request_tags(request_tags.clone());
         let routes = Arc::new(
-            Routes::new(naming, sink.timer_cap(), sink.control().clone())
-                .with_templates(options.templates.clone())
-                .with_max_routes(options.max_routes),
+            Routes::new(
+                naming,
+                sink.timer_cap(),
+                sink.control().clone(),
+                request_tags.clone(),
+            )
+            .with_templates(options.templates.clone())
+            .with_max_routes(options.max_routes),
         );
         sink.register(routes.clone());
         let select = &options.select;

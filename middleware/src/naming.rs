@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::record::RequestTags;
-
 /// The route name used for requests that matched no route template
 /// (fallback, 404, `nest_service`).
 pub const UNMATCHED: &str = "unmatched";
@@ -61,9 +59,6 @@ pub(crate) struct RouteNames {
     /// The in-flight gauge's tags: `route:{route}` and the constant tags
     /// (empty in hierarchical mode).
     pub(crate) in_flight_tags: Box<str>,
-    /// The values of the requests' own tags (tagged mode, when the layer
-    /// has any).
-    pub(crate) request_tags: Option<Arc<RequestTags>>,
 }
 
 impl RouteNames {
@@ -84,7 +79,6 @@ impl RouteNames {
                     status_classes: false,
                     constant_tags: "".into(),
                     in_flight_tags: "".into(),
-                    request_tags: None,
                 }
             }
             // DogStatsD and Prometheus conventions: a counter in the plural
@@ -105,7 +99,6 @@ impl RouteNames {
                 status_classes: false,
                 constant_tags: "".into(),
                 in_flight_tags: "".into(),
-                request_tags: None,
             },
         }
     }
@@ -124,7 +117,6 @@ pub(crate) struct Naming {
     status_classes: bool,
     /// `,env:prod,service:api`, or empty.
     constant_tags: Arc<str>,
-    request_tags: Option<Arc<RequestTags>>,
 }
 
 impl Naming {
@@ -149,12 +141,6 @@ impl Naming {
         if !tags.is_empty() {
             self.constant_tags = format!(",{tags}").into();
         }
-        self
-    }
-
-    /// Writes the requests' own tags from `tags` (tagged mode).
-    pub(crate) fn with_request_tags(mut self, tags: Option<Arc<RequestTags>>) -> Self {
-        self.request_tags = tags;
         self
     }
 
@@ -196,7 +182,6 @@ impl Naming {
             sizes: false,
             status_classes: false,
             constant_tags: "".into(),
-            request_tags: None,
         }
     }
 
@@ -219,7 +204,6 @@ impl Naming {
         if self.mode == NamingMode::Tagged {
             names.in_flight_tags = format!("route:{route}{}", self.constant_tags).into();
             names.constant_tags = self.constant_tags.clone();
-            names.request_tags = self.request_tags.clone();
         }
         if self.sizes {
             names.response_size = Some(match self.mode {

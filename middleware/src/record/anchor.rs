@@ -21,7 +21,8 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use crossbeam_utils::CachePadded;
 
-use super::stats::{shard_count, shard_of_this_thread, RouteStats, ShardRef};
+use super::shard::{shard_count, shard_of_this_thread};
+use super::stats::{RouteStats, ShardRef};
 use super::Shared;
 
 /// What every clone of one service made by the layer reads.
@@ -199,7 +200,7 @@ mod tests {
     fn shared(statsd: &Statsd) -> Arc<Shared> {
         let sink = statsd.sink().clone();
         let naming = Naming::new("p", NamingMode::Hierarchical, &[], None);
-        let routes = Arc::new(Routes::new(naming, 0, sink.control().clone()));
+        let routes = Arc::new(Routes::new(naming, 0, sink.control().clone(), None));
         sink.register(routes.clone());
         Arc::new(Shared {
             routes,

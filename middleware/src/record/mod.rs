@@ -14,6 +14,7 @@
 mod anchor;
 mod members;
 mod routes;
+mod shard;
 mod stats;
 mod tags;
 

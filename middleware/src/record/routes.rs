@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::anchor::{self, Anchors};
 use super::stats::{Merged, RouteStats};
+use super::tags::RequestTags;
 use crate::naming::Naming;
 use crate::route::{Templates, DEFAULT_MAX_ROUTES, ROUTE_OVERFLOW};
 use crate::sink::{Control, PacketWriter, Source};
@@ -18,6 +19,8 @@ pub(crate) struct Routes {
     naming: Naming,
     timer_cap: usize,
     control: Arc<Control>,
+    /// The layer's request tags, given to every route's stats.
+    request_tags: Option<Arc<RequestTags>>,
     unmatched: Arc<RouteStats>,
     /// Where the requests of templates past `max_routes` are recorded.
     overflow: Arc<RouteStats>,
@@ -36,24 +39,32 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    pub(crate) fn new(naming: Naming, timer_cap: usize, control: Arc<Control>) -> Self {
+    pub(crate) fn new(
+        naming: Naming,
+        timer_cap: usize,
+        control: Arc<Control>,
+        request_tags: Option<Arc<RequestTags>>,
+    ) -> Self {
+        let stats = |names| {
+            Arc::new(RouteStats::new(
+                names,
+                timer_cap,
+                control.clone(),
+                request_tags.clone(),
+            ))
+        };
+        let unmatched = stats(naming.names(None));
+        let overflow = stats(naming.names_of_route(ROUTE_OVERFLOW));
         Routes {
-            unmatched: Arc::new(RouteStats::new(
-                naming.names(None),
-                timer_cap,
-                control.clone(),
-            )),
-            overflow: Arc::new(RouteStats::new(
-                naming.names_of_route(ROUTE_OVERFLOW),
-                timer_cap,
-                control.clone(),
-            )),
+            unmatched,
+            overflow,
             overflowed: AtomicBool::new(false),
             templates: Templates::default(),
             max_routes: DEFAULT_MAX_ROUTES,
             naming,
             timer_cap,
             control,
+            request_tags,
             by_template: RwLock::default(),
             merged: Mutex::default(),
             services: Mutex::default(),
@@ -150,6 +161,7 @@ impl Routes {
             self.naming.names(Some(template)),
             self.timer_cap,
             self.control.clone(),
+            self.request_tags.clone(),
         ));
         by_template.insert(template.into(), stats.clone());
         stats

@@ -14,13 +14,14 @@
 //! its end. Names are written only when the flusher drains the window.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use super::members::Members;
-use super::tags::TagIds;
+use super::shard::{shard_count, shard_of_this_thread};
+use super::tags::{RequestTags, TagIds};
 use crate::naming::{MethodTag, NamingMode, RouteNames, Status};
 use crate::sink::{Control, Metric, PacketWriter, TimerSample, Value};
 use crate::user::UserToken;
@@ -32,85 +33,6 @@ pub(super) const EARLY_FLUSH_MEMBERS: usize = 1_024;
 /// Past this many members (the flusher far behind), further new members
 /// of the window are dropped and counted rather than held.
 const MAX_MEMBERS: usize = 64 * EARLY_FLUSH_MEMBERS;
-
-/// The most shards a route has, whatever the number of cores.
-const MAX_SHARDS: usize = 16;
-
-/// Shards per route: one per core (a power of two, at most
-/// [`MAX_SHARDS`]). A thread keeps its shard for life, so tokio's workers,
-/// one per core, seldom share a lock or a cache line.
-static SHARDS: LazyLock<usize> = LazyLock::new(|| {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .next_power_of_two()
-        .min(MAX_SHARDS)
-});
-
-/// Threads alive per shard index. A new thread takes the index fewest live
-/// threads have, so threads started together (tokio's workers) get one
-/// each, and a thread that ends (one of a blocking pool) gives its index
-/// back rather than pushing later threads onto used ones.
-#[derive(Debug)]
-struct ThreadsOn([AtomicUsize; MAX_SHARDS]);
-
-impl ThreadsOn {
-    const fn new() -> Self {
-        ThreadsOn([const { AtomicUsize::new(0) }; MAX_SHARDS])
-    }
-
-    /// The least used of the first `shards` indices, now used once more.
-    /// Two threads starting at once may pick the same one: they share a
-    /// shard, nothing worse.
-    fn take(&self, shards: usize) -> usize {
-        let least = (0..shards)
-            .min_by_key(|&i| self.0[i].load(Relaxed))
-            .unwrap_or(0);
-        self.0[least].fetch_add(1, Relaxed);
-        least
-    }
-
-    fn give_back(&self, index: usize) {
-        self.0[index].fetch_sub(1, Relaxed);
-    }
-}
-
-static THREADS_ON: ThreadsOn = ThreadsOn::new();
-
-/// This thread's shard index, given back when the thread ends.
-struct ThreadShard {
-    on: &'static ThreadsOn,
-    index: usize,
-}
-
-impl ThreadShard {
-    fn take(on: &'static ThreadsOn) -> ThreadShard {
-        ThreadShard {
-            on,
-            index: on.take(*SHARDS),
-        }
-    }
-}
-
-impl Drop for ThreadShard {
-    fn drop(&mut self) {
-        self.on.give_back(self.index);
-    }
-}
-
-/// The shard index of the calling thread, below [`shard_count`].
-pub(super) fn shard_of_this_thread() -> usize {
-    thread_local! {
-        static SHARD: ThreadShard = ThreadShard::take(&THREADS_ON);
-    }
-    // Once the thread's locals are gone (a request dropped by another
-    // thread-local's destructor), any shard is right.
-    SHARD.try_with(|shard| shard.index).unwrap_or(0)
-}
-
-/// Shards per route on this machine.
-pub(super) fn shard_count() -> usize {
-    *SHARDS
-}
 
 /// What one request reports, by the time its response body has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,10 +196,18 @@ pub(crate) struct RouteStats {
     /// The in-flight gauge last sent: a route that drained sends 0 once.
     in_flight_sent: AtomicUsize,
     control: Arc<Control>,
+    /// The layer's request tags (tagged mode), written after the route's
+    /// own tags when the window is drained.
+    request_tags: Option<Arc<RequestTags>>,
 }
 
 impl RouteStats {
-    pub(crate) fn new(names: RouteNames, timer_cap: usize, control: Arc<Control>) -> Self {
+    pub(crate) fn new(
+        names: RouteNames,
+        timer_cap: usize,
+        control: Arc<Control>,
+        request_tags: Option<Arc<RequestTags>>,
+    ) -> Self {
         let rules = Rules {
             mode: names.mode,
             user_set: names.user_set.is_some(),
@@ -300,6 +230,7 @@ impl RouteStats {
                 .collect(),
             in_flight_sent: AtomicUsize::new(0),
             control,
+            request_tags,
         }
     }
 
@@ -489,7 +420,7 @@ impl RouteStats {
                     .as_ref()
                     .map_or("error", |status| status_text(status, names.status_classes)),
             );
-            if let Some(request_tags) = &names.request_tags {
+            if let Some(request_tags) = &self.request_tags {
                 request_tags.write(key.tags, &mut tags);
             }
             tags.push_str(&names.constant_tags);
@@ -625,7 +556,7 @@ mod tests {
 
     fn stats(mode: NamingMode, template: &str, cap: usize) -> RouteStats {
         let naming = Naming::new("p", mode, &[], Some("user"));
-        RouteStats::new(naming.names(Some(template)), cap, Arc::default())
+        RouteStats::new(naming.names(Some(template)), cap, Arc::default(), None)
     }
 
     fn user(id: &str) -> Option<UserToken> {
@@ -665,27 +596,6 @@ mod tests {
         let mut lines = lines(&rx.take());
         lines.sort();
         lines
-    }
-
-    #[test]
-    fn a_new_thread_takes_the_least_used_shard_and_an_ended_one_gives_it_back() {
-        let on = ThreadsOn::new();
-        assert_eq!(on.take(2), 0);
-        assert_eq!(on.take(2), 1);
-        assert_eq!(on.take(2), 0);
-        on.give_back(0);
-        assert_eq!(on.take(2), 0, "the index given back");
-        assert_eq!(on.take(1), 0, "only among the first `shards`");
-
-        static ON: ThreadsOn = ThreadsOn::new();
-        let thread = ThreadShard::take(&ON);
-        let first = thread.index;
-        drop(thread);
-        assert_eq!(
-            ThreadShard::take(&ON).index,
-            first,
-            "an ended thread's index"
-        );
     }
 
     #[test]
@@ -763,7 +673,7 @@ mod tests {
     fn status_classes_count_each_class_once() {
         let classes = |mode| {
             let naming = Naming::new("p", mode, &[], None).with_status_classes(true);
-            RouteStats::new(naming.names(Some("/")), 0, Arc::default())
+            RouteStats::new(naming.names(Some("/")), 0, Arc::default(), None)
         };
         let root = classes(NamingMode::Hierarchical);
         for status in [200, 204, 299, 301, 404, 418, 500, 503, 101] {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use crossbeam_utils::CachePadded;
 use http::request::Parts;
 
-use super::stats::{shard_count, shard_of_this_thread};
+use super::shard::{shard_count, shard_of_this_thread};
 use crate::naming::is_tag_char;
 use crate::sink::{Metric, PacketWriter, Source, Value};
 

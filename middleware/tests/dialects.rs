@@ -38,7 +38,7 @@ use tower_statsd::{NamingMode, Protocol, Server, Statsd, UnknownProtocol};
 
 mod support;
 use support::daemon::{dogstatsd_as_etsy, Daemon};
-use support::received_lines;
+use support::{logged, received_lines};
 
 /// A server that reads `protocol` and tags: Etsy StatsD 0.9 for its own
 /// packing and plain lines, the Datadog agent for DogStatsD's.
@@ -444,31 +444,6 @@ async fn response_sizes_are_a_distribution_in_dogstatsd_only() {
             "{lines:?}"
         );
     }
-}
-
-/// What `tracing` writes while `f` runs, formatted as the fmt subscriber
-/// prints it (no colours).
-fn logged(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = captured.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use axum::Router;
 use cadence::SpyMetricSink;
 use crossbeam_channel::Receiver;
 use http::Request;
-use support::flushed_lines;
+use support::{flushed_lines, logged};
 use tower::ServiceExt;
 use tower_statsd::cadence::prelude::*;
 use tower_statsd::{NamingMode, Server, Statsd, StatsdBuilder};
@@ -234,30 +234,6 @@ fn a_layers_debug_names_its_request_tag_keys() {
     let layer = statsd.layer().request_tag("tier", tier);
     let debug = format!("{layer:?}");
     assert!(debug.contains("request_tags: [\"tier\"]"), "{debug}");
-}
-
-/// What `tracing` writes while `f` runs on this thread.
-fn logged(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = captured.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
 }
 
 #[tokio::test]

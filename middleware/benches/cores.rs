@@ -162,22 +162,29 @@ async fn call(svc: &Alone, uri: &'static str) {
     black_box(body);
 }
 
-/// CPU time of every thread of this process so far, in ns (Linux).
-fn process_cpu_ns() -> u64 {
+/// CPU time of every thread of this process so far, in ns (Linux), and the
+/// part of it spent on tower-statsd's flusher thread.
+fn process_cpu_ns() -> (u64, u64) {
     let mut total = 0;
+    let mut flusher = 0;
     for task in std::fs::read_dir("/proc/self/task").expect("Linux /proc") {
-        let path = task.expect("a task").path().join("schedstat");
+        let task = task.expect("a task").path();
         // A thread that ended between the listing and the read: none of
         // ours end during the run.
-        if let Ok(sched) = std::fs::read_to_string(path) {
-            total += sched
+        if let Ok(sched) = std::fs::read_to_string(task.join("schedstat")) {
+            let ns = sched
                 .split_whitespace()
                 .next()
                 .and_then(|ns| ns.parse::<u64>().ok())
                 .expect("schedstat's first field");
+            total += ns;
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim_end() == "tower-statsd" {
+                flusher += ns;
+            }
         }
     }
-    total
+    (total, flusher)
 }
 
 /// How a round's load is spread: the route each thread requests.
@@ -201,15 +208,17 @@ const SCENARIOS: [Scenario; 3] = [
     },
 ];
 
-/// Per request: CPU ns of all threads, wall ns of the round.
+/// Per request: CPU ns of all threads (of which the flusher's), wall ns of
+/// the round.
 #[derive(Clone, Copy)]
 struct Cost {
     cpu: f64,
+    flusher: f64,
     wall: f64,
 }
 
 fn round(workers: &[Worker], app: &App, statsd: &Statsd, s: &Scenario, n: usize) -> Cost {
-    let cpu = process_cpu_ns();
+    let (cpu, flusher) = process_cpu_ns();
     let start = Instant::now();
     for (worker, uri) in workers.iter().zip(s.uris) {
         worker
@@ -227,8 +236,10 @@ fn round(workers: &[Worker], app: &App, statsd: &Statsd, s: &Scenario, n: usize)
     // The flusher's work for these requests belongs to them.
     statsd.flush().unwrap();
     let requests = (n * s.uris.len()) as f64;
+    let (cpu_end, flusher_end) = process_cpu_ns();
     Cost {
-        cpu: (process_cpu_ns() - cpu) as f64 / requests,
+        cpu: (cpu_end - cpu) as f64 / requests,
+        flusher: (flusher_end - flusher) as f64 / requests,
         wall: start.elapsed().as_nanos() as f64 / requests,
     }
 }
@@ -370,6 +381,7 @@ fn peak_round(counts: &Counts, design: Design, threads: usize, n: usize) -> Cost
     let requests = (n * threads) as f64;
     Cost {
         cpu: cpu as f64 / requests,
+        flusher: 0.0,
         wall: start.elapsed().as_nanos() as f64 / requests,
     }
 }
@@ -464,9 +476,11 @@ fn measure(
             String::new()
         };
         println!(
-            "  {:<22} tower-statsd adds {:+.0} ns cpu over the no-op layer{over_bare}",
+            "  {:<22} tower-statsd adds {:+.0} ns cpu over the no-op layer{over_bare}; \
+             {:.0} ns of it on the flusher thread",
             s.name,
             added(si, layer - 1),
+            median(costs[si][layer].iter().map(|c| c.flusher).collect()),
         );
     }
     let one = over_identity[0];

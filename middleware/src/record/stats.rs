@@ -305,6 +305,10 @@ impl RouteStats {
     pub(crate) fn drain(&self, out: &mut PacketWriter, merged: &mut Merged) {
         merged.clear();
         let in_flight = self.peak_in_flight();
+        // The busy shards' windows, held until their timer values are
+        // written straight from their samples: counts are merged (a few
+        // per window), values are not copied (one per request).
+        let mut busy = Vec::new();
         for shard in self.shards.iter() {
             let mut spare = lock(&shard.spare);
             let mut window = lock(&shard.window);
@@ -323,14 +327,12 @@ impl RouteStats {
             }
             spare.members.clear();
             merged.add(&mut spare);
+            busy.push(spare);
         }
         self.write_in_flight(out, in_flight);
-        if merged.counts.is_empty() {
-            return;
-        }
         match self.names.mode {
-            NamingMode::Hierarchical => self.write_hierarchical(out, merged),
-            NamingMode::Tagged => self.write_tagged(out, merged),
+            NamingMode::Hierarchical => self.write_hierarchical(out, merged, &mut busy),
+            NamingMode::Tagged => self.write_tagged(out, merged, &mut busy),
         }
         if merged.refused > 0 {
             self.control.count_dropped(merged.refused);
@@ -358,8 +360,11 @@ impl RouteStats {
         });
     }
 
-    fn write_hierarchical(&self, out: &mut PacketWriter, merged: &Merged) {
+    fn write_hierarchical(&self, out: &mut PacketWriter, merged: &Merged, busy: &mut [Held<'_>]) {
         let names = &self.names;
+        if merged.counts.is_empty() {
+            return;
+        }
         let mut total = Count::default();
         for (_, count) in &merged.counts {
             total.add(*count);
@@ -395,17 +400,19 @@ impl RouteStats {
                 value: counter(n),
             });
         }
-        for (_, values) in &merged.timers {
-            out.push_packed(&names.timer, "", values.iter().copied());
-        }
-        if let Some(name) = &names.response_size {
-            for (_, values) in &merged.sizes {
-                out.push_packed(name, "", values.iter().copied());
+        for window in busy.iter_mut() {
+            for (_, sample) in window.timers.iter_mut() {
+                write_sample(out, &names.timer, "", sample, timer_value);
+            }
+            if let Some(name) = &names.response_size {
+                for (_, sample) in window.sizes.iter_mut() {
+                    write_sample(out, name, "", sample, size_value);
+                }
             }
         }
     }
 
-    fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged) {
+    fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged, busy: &mut [Held<'_>]) {
         let names = &self.names;
         let mut tags = String::new();
         for &(key, count) in &merged.counts {
@@ -437,37 +444,38 @@ impl RouteStats {
                 });
             }
             let series = Series(Some(key));
-            if let Some((_, values)) = merged.timers.iter().find(|(s, _)| *s == series) {
-                out.push_packed(&names.timer, &tags, values.iter().copied());
-            }
-            if let (Some(name), Some((_, values))) = (
-                &names.response_size,
-                merged.sizes.iter().find(|(s, _)| *s == series),
-            ) {
-                out.push_packed(name, &tags, values.iter().copied());
+            for window in busy.iter_mut() {
+                if let Some((_, sample)) = window.timers.iter_mut().find(|(s, _)| *s == series) {
+                    write_sample(out, &names.timer, &tags, sample, timer_value);
+                }
+                if let (Some(name), Some((_, sample))) = (
+                    &names.response_size,
+                    window.sizes.iter_mut().find(|(s, _)| *s == series),
+                ) {
+                    write_sample(out, name, &tags, sample, size_value);
+                }
             }
         }
     }
 }
 
-/// One route's window read from all its shards; the flusher's scratch.
+/// A busy shard's window while its route is drained.
+type Held<'a> = MutexGuard<'a, Window>;
+
+/// One route's counts read from all its shards; the flusher's scratch.
 #[derive(Debug, Default)]
 pub(crate) struct Merged {
     counts: Vec<(Key, Count)>,
-    timers: Vec<(Series, Vec<Value<'static>>)>,
-    sizes: Vec<(Series, Vec<Value<'static>>)>,
     refused: u64,
 }
 
 impl Merged {
     fn clear(&mut self) {
         self.counts.clear();
-        self.timers.clear();
-        self.sizes.clear();
         self.refused = 0;
     }
 
-    /// Moves a shard's window in, leaving it cleared for reuse.
+    /// Adds a shard's counts in, leaving them cleared for reuse.
     fn add(&mut self, window: &mut Window) {
         for (key, count) in window.counts.drain(..) {
             match self.counts.iter_mut().find(|(k, _)| *k == key) {
@@ -475,35 +483,34 @@ impl Merged {
                 None => self.counts.push((key, count)),
             }
         }
-        merge_samples(&mut self.timers, &mut window.timers, |v| v);
-        merge_samples(&mut self.sizes, &mut window.sizes, |v| match v {
-            Value::Timer { ms, rate } => Value::Distribution { value: ms, rate },
-            other => other,
-        });
         self.refused += std::mem::take(&mut window.refused);
     }
 }
 
-/// Moves a shard's samples into the merged lists, each value keeping the rate
-/// of its own shard's sample (`as_value` turns a sampled value into what it
-/// is sent as).
-fn merge_samples(
-    merged: &mut Vec<(Series, Vec<Value<'static>>)>,
-    samples: &mut [(Series, TimerSample)],
+/// Writes a shard's sample of one series (each value with the rate of its
+/// own shard's sample), leaving it empty for reuse.
+fn write_sample(
+    out: &mut PacketWriter,
+    name: &str,
+    tags: &str,
+    sample: &mut TimerSample,
     as_value: fn(Value<'static>) -> Value<'static>,
 ) {
-    for (key, sample) in samples {
-        if sample.seen() == 0 {
-            continue;
-        }
-        let at = match merged.iter().position(|(k, _)| k == key) {
-            Some(at) => at,
-            None => {
-                merged.push((*key, Vec::new()));
-                merged.len() - 1
-            }
-        };
-        merged[at].1.extend(sample.drain().map(as_value));
+    if sample.seen() > 0 {
+        out.push_packed(name, tags, sample.drain().map(as_value));
+    }
+}
+
+/// A timer value as it is sent.
+fn timer_value(value: Value<'static>) -> Value<'static> {
+    value
+}
+
+/// A response size as it is sent: a distribution.
+fn size_value(value: Value<'static>) -> Value<'static> {
+    match value {
+        Value::Timer { ms, rate } => Value::Distribution { value: ms, rate },
+        other => other,
     }
 }
 
@@ -842,6 +849,46 @@ mod tests {
         members.sort();
         members.dedup();
         assert_eq!(members.len(), 1_500, "each member once, across shards");
+    }
+
+    #[test]
+    fn tagged_series_on_other_shards_each_send_every_value_once() {
+        let route = stats(NamingMode::Tagged, "/", 0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        route.record(key("GET", 200), MS_1_5, 0, None);
+                        route.record(key("POST", 500), MS_1_5, 0, None);
+                    }
+                });
+            }
+        });
+        let lines = drained(&route);
+        let values = |tags: &str| -> usize {
+            lines
+                .iter()
+                .filter(|l| l.starts_with("p.http.request.duration:") && l.ends_with(tags))
+                .map(|l| l.matches("|ms").count())
+                .sum()
+        };
+        assert_eq!(
+            values("|#route:root,method:GET,status:200"),
+            400,
+            "{lines:?}"
+        );
+        assert_eq!(
+            values("|#route:root,method:POST,status:500"),
+            400,
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"p.http.requests:400|c|#route:root,method:GET,status:200".to_owned())
+        );
+        assert!(
+            drained(&route).iter().all(|l| l.contains("in_flight")),
+            "every shard's samples left empty"
+        );
     }
 
     #[test]

@@ -14,13 +14,12 @@ use cadence::{MetricSink, StatsdClient};
 use pin_project_lite::pin_project;
 
 use crate::config::{ConfigError, StatsdBuilder, Transport};
-use crate::layer::StatsdLayer;
 use crate::naming::{sanitize_dotted, NamingMode};
 use crate::sink::settings::{Settings, DROPPED_METRIC};
 use crate::sink::{AggregatingSink, FlushError, Metric, TcpSink, UdpSink, Value};
 
 /// A StatsD client with client-side aggregation, and the factory of
-/// [`StatsdLayer`]s.
+/// [`StatsdLayer`](crate::layer::StatsdLayer)s ([`Statsd::layer`]).
 ///
 /// Cheap to clone; every clone feeds the same background flusher. Dropping
 /// the last clone sends what is left and **blocks** until it is written (at
@@ -82,20 +81,24 @@ impl Statsd {
         StatsdBuilder::from_env()?.build()
     }
 
-    /// A new [`StatsdLayer`] reporting through this client.
-    pub fn layer(&self) -> StatsdLayer {
-        StatsdLayer::from_client_parts(
-            self.inner.sink.clone(),
-            &self.inner.prefix,
-            self.inner.naming,
-            &self.inner.tags,
-            self.inner.status_classes,
-        )
-    }
-
     /// The aggregating sink behind this client.
     pub fn sink(&self) -> &AggregatingSink {
         &self.inner.sink
+    }
+
+    /// The naming mode of the client's layers.
+    pub(crate) fn naming(&self) -> NamingMode {
+        self.inner.naming
+    }
+
+    /// The constant tags, `env:prod,service:api` (empty without any).
+    pub(crate) fn tags(&self) -> &str {
+        &self.inner.tags
+    }
+
+    /// The layers' default for status classes.
+    pub(crate) fn status_classes(&self) -> bool {
+        self.inner.status_classes
     }
 
     /// The prefix, sanitized, without a trailing dot.

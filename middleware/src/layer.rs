@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use tower_layer::Layer;
 
+use crate::client::Statsd;
 use crate::naming::{Naming, NamingMode};
 use crate::record::{
     sanitize_tag_key, RequestTags, Routes, Shared, TagFns, DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS,
@@ -12,13 +13,12 @@ use crate::route::{Predicate, RouteNamer, Select, Templates, DEFAULT_MAX_ROUTES}
 use crate::service::StatsdService;
 use crate::sink::AggregatingSink;
 use crate::user::UserKey;
-use crate::Statsd;
 
 /// Records, for every request, a hit counter, a latency timer (float ms, to
 /// the end of the response body) and a status counter per route, plus a
 /// unique-user set when a [`UserKey`] is configured.
 ///
-/// Made by [`StatsdLayer::new`] or [`Statsd::layer`](crate::Statsd::layer).
+/// Made by [`StatsdLayer::new`] or [`Statsd::layer`].
 /// Options are set at start-up; a per-route name is built once, on a route's
 /// first request.
 ///
@@ -73,7 +73,7 @@ struct Options {
 impl StatsdLayer {
     /// A layer reporting through `statsd`, with the client's prefix, naming,
     /// constant tags and default for status classes: the same as
-    /// [`statsd.layer()`](crate::Statsd::layer), in tower-http's style.
+    /// [`statsd.layer()`](Statsd::layer), in tower-http's style.
     ///
     /// ```
     /// use axum::{routing::get, Router};
@@ -86,18 +86,11 @@ impl StatsdLayer {
     /// # Ok::<(), tower_statsd::ConfigError>(())
     /// ```
     pub fn new(statsd: &Statsd) -> Self {
-        statsd.layer()
-    }
-
-    /// A layer recording into `sink`'s windows, names under `prefix`, with
-    /// the client's constant `tags` and default for status classes.
-    pub(crate) fn from_client_parts(
-        sink: AggregatingSink,
-        prefix: &str,
-        mode: NamingMode,
-        tags: &str,
-        status_classes: bool,
-    ) -> Self {
+        let sink = statsd.sink().clone();
+        let prefix = statsd.prefix();
+        let mode = statsd.naming();
+        let tags = statsd.tags();
+        let status_classes = statsd.status_classes();
         let options = Options {
             mode,
             overrides: Vec::new(),
@@ -138,7 +131,7 @@ impl StatsdLayer {
     }
 
     /// Hierarchical names (the default from the client's configuration) or
-    /// one tagged metric. Tags need a [`Server`](crate::Server) that reads
+    /// one tagged metric. Tags need a [`Server`](crate::sink::Server) that reads
     /// them; for one that does not (the generic default, collectd, netdata,
     /// Telegraf) the names stay hierarchical and a warning is logged
     /// (`STATSD_NAMING=tagged` is refused by the client's builder there).
@@ -158,7 +151,7 @@ impl StatsdLayer {
     /// Also sends each response's body size as a DogStatsD distribution
     /// (`|d`): `{prefix}.{route}.response_size`, or `{prefix}.http.response.size`
     /// with the request's tags (default off). Only for a
-    /// [`Server`](crate::Server) that keeps distributions (`datadog`,
+    /// [`Server`](crate::sink::Server) that keeps distributions (`datadog`,
     /// `statsd_exporter`, `vector`): Etsy StatsD has no distribution type
     /// (it would count the line as a counter), so elsewhere this option does
     /// nothing but log a warning, and `bytes_sent` (a counter) is the honest
@@ -192,7 +185,7 @@ impl StatsdLayer {
     /// Cardinality stays bounded: a key takes at most
     /// [`max_request_tag_values`](Self::max_request_tag_values) distinct
     /// values (default [`DEFAULT_MAX_TAG_VALUES`]); later new values are
-    /// sent as [`OVERFLOW_TAG_VALUE`](crate::OVERFLOW_TAG_VALUE), counted
+    /// sent as [`OVERFLOW_TAG_VALUE`](crate::record::OVERFLOW_TAG_VALUE), counted
     /// by the self-metric `{prefix}.tower_statsd.tag_overflow` (tagged
     /// `tag:{key}`), and one warning is logged. Keys and values are
     /// sanitised like names (outside `[A-Za-z0-9_.-]` becomes `_`; values
@@ -315,7 +308,7 @@ impl StatsdLayer {
     /// Keeps at most `max_routes` distinct route names (default
     /// [`DEFAULT_MAX_ROUTES`], not counting `unmatched`): the requests of a
     /// route first seen past it are recorded under
-    /// [`ROUTE_OVERFLOW`](crate::ROUTE_OVERFLOW)
+    /// [`ROUTE_OVERFLOW`](crate::route::ROUTE_OVERFLOW)
     /// (`{prefix}.tower_statsd.route_overflow.called` counts them), and a
     /// warning is logged once. Bounds what a [`RouteNamer`] fed by clients
     /// can create.
@@ -374,6 +367,14 @@ impl StatsdLayer {
             grpc: options.grpc,
             _sink: sink.clone(),
         })
+    }
+}
+
+impl Statsd {
+    /// A new [`StatsdLayer`] reporting through this client: the same as
+    /// [`StatsdLayer::new`].
+    pub fn layer(&self) -> StatsdLayer {
+        StatsdLayer::new(self)
     }
 }
 
@@ -441,7 +442,7 @@ mod tests {
         let (rx, spy) = cadence::SpyMetricSink::new();
         let statsd = Statsd::builder()
             .prefix("p")
-            .server(crate::Server::Etsy)
+            .server(crate::sink::Server::Etsy)
             .naming(NamingMode::Tagged)
             .tag("env", "prod")
             .status_classes(true)

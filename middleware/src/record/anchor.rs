@@ -22,8 +22,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use crossbeam_utils::CachePadded;
 
 use super::shard::{shard_count, shard_of_this_thread};
+use super::shared::Shared;
 use super::stats::{RouteStats, ShardRef};
-use super::Shared;
 
 /// What every clone of one service made by the layer reads.
 #[derive(Debug)]
@@ -55,14 +55,6 @@ impl fmt::Debug for Anchor {
     }
 }
 
-/// The anchors of one service, one per shard, as [`Routes`](super::Routes) holds them.
-pub(crate) type Anchors = Box<[Arc<CachePadded<Anchor>>]>;
-
-/// Whether no service holds any of these anchors any more.
-pub(super) fn unused(anchors: &Anchors) -> bool {
-    anchors.iter().all(|anchor| Arc::strong_count(anchor) == 1)
-}
-
 /// A service's hold on its state: an anchor of this thread's shard.
 #[derive(Debug)]
 pub(crate) struct Held {
@@ -83,7 +75,7 @@ impl Held {
             route: OnceLock::new(),
             anchors: OnceLock::new(),
         }));
-        let anchors: Anchors = (0..shard_count())
+        let anchors: Vec<Arc<CachePadded<Anchor>>> = (0..shard_count())
             .map(|_| {
                 Arc::new(CachePadded::new(Anchor {
                     state: state.clone(),
@@ -96,7 +88,7 @@ impl Held {
         // Any anchor: the layer's own service is cloned, not called, and
         // the thread building the router need not take a shard.
         let anchor = anchors[0].clone();
-        routes.keep(key(&state), anchors);
+        routes.keep(key(&state), anchors.into_iter().map(|a| a as _).collect());
         Held {
             anchor: Some(anchor),
             made_by_layer: true,
@@ -213,7 +205,7 @@ mod tests {
     }
 
     fn at(held: &Held) -> usize {
-        Arc::as_ptr(held.anchor()) as usize
+        Arc::as_ptr(held.anchor()).cast::<()>() as usize
     }
 
     #[test]
@@ -224,7 +216,7 @@ mod tests {
         let held = Held::new(shared);
         let group: Vec<usize> = routes.services()[&key(&held.anchor().state)]
             .iter()
-            .map(|anchor| Arc::as_ptr(anchor) as usize)
+            .map(|anchor| Arc::as_ptr(anchor).cast::<()>() as usize)
             .collect();
         assert_eq!(group.len(), shard_count());
         assert!(group.contains(&at(&held)));

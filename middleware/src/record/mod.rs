@@ -15,39 +15,23 @@ mod anchor;
 mod members;
 mod routes;
 mod shard;
+mod shared;
 mod stats;
 mod tags;
-
-use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
 use quanta::Instant;
 
 use crate::naming::{MethodTag, Status};
-use crate::route::{grpc_status, Select};
-use crate::sink::AggregatingSink;
-use crate::user::{UserKey, UserToken};
+use crate::route::grpc_status;
+use crate::user::UserToken;
 
 pub(crate) use anchor::Held;
 pub(crate) use routes::Routes;
+pub(crate) use shared::Shared;
 pub(crate) use stats::{Key, ShardRef};
 pub(crate) use tags::{sanitize_tag_key, RequestTags, TagFns, TagIds};
 pub use tags::{DEFAULT_MAX_TAG_VALUES, MAX_REQUEST_TAGS, OVERFLOW_TAG_VALUE};
-
-/// What every request of every service made by one layer reads.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) routes: Arc<Routes>,
-    pub(crate) user: Option<UserKey>,
-    /// The request's own tags, in tagged mode.
-    pub(crate) tags: Option<Arc<RequestTags>>,
-    /// The predicate and the route namer, if the layer has either.
-    pub(crate) select: Option<Select>,
-    /// Whether the status counted is the gRPC status.
-    pub(crate) grpc: bool,
-    /// Keeps the sink (and its flusher) alive as long as the layer lives.
-    pub(crate) _sink: AggregatingSink,
-}
 
 /// Everything a request will report, waiting for its end. Records on drop,
 /// so no path (error, panic, client gone) can skip or repeat it.

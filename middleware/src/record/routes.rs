@@ -1,16 +1,25 @@
 //! Every route's [`RouteStats`], found by route template, built once per
 //! template, and drained together by the sink's flusher.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::anchor::{self, Anchors};
 use super::stats::{Merged, RouteStats};
 use super::tags::RequestTags;
 use crate::naming::Naming;
 use crate::route::{Templates, DEFAULT_MAX_ROUTES, ROUTE_OVERFLOW};
 use crate::sink::{Control, PacketWriter, Source};
+
+/// The anchors of one service, one per shard (see `anchor.rs`), as the
+/// routes keep them: only their reference counts are read here.
+pub(crate) type Anchors = Box<[Arc<dyn Any + Send + Sync>]>;
+
+/// Whether no service holds any of these anchors any more.
+fn unused(anchors: &Anchors) -> bool {
+    anchors.iter().all(|anchor| Arc::strong_count(anchor) == 1)
+}
 
 /// The routes of one layer. A [`Source`] of the sink: the flusher drains it
 /// once per window, on `flush()` and at shutdown.
@@ -101,7 +110,7 @@ impl Routes {
     /// connection when the router is served without `with_state`).
     pub(crate) fn take_if_unused(&self, key: usize) -> Option<Anchors> {
         let mut services = self.services();
-        if services.get(&key).is_some_and(anchor::unused) {
+        if services.get(&key).is_some_and(unused) {
             services.remove(&key)
         } else {
             None
@@ -113,7 +122,7 @@ impl Routes {
         let mut services = self.services();
         let unused: Vec<usize> = services
             .iter()
-            .filter(|(_, anchors)| anchor::unused(anchors))
+            .filter(|(_, anchors)| unused(anchors))
             .map(|(key, _)| *key)
             .collect();
         unused

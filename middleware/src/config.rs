@@ -117,12 +117,10 @@ pub struct StatsdBuilder {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) prefix: String,
-    pub(crate) max_packet_size: usize,
     pub(crate) ipv6: bool,
-    pub(crate) flush_interval: Duration,
-    pub(crate) max_timer_samples: Option<usize>,
-    pub(crate) protocol: Option<Protocol>,
-    pub(crate) server: Option<Server>,
+    /// The delivery settings as asked for: the sink's own, with its
+    /// defaults and rules ([`Requested`]).
+    pub(crate) delivery: Requested,
     pub(crate) transport: Transport,
     pub(crate) naming: NamingMode,
     pub(crate) tags: Vec<(String, String)>,
@@ -135,12 +133,8 @@ impl Default for StatsdBuilder {
             host: "localhost".to_owned(),
             port: 8125,
             prefix: String::new(),
-            max_packet_size: DEFAULT_MAX_UDP_SIZE,
             ipv6: false,
-            flush_interval: DEFAULT_FLUSH_INTERVAL,
-            max_timer_samples: None,
-            protocol: None,
-            server: None,
+            delivery: Requested::default(),
             transport: Transport::Udp,
             naming: NamingMode::Hierarchical,
             tags: Vec::new(),
@@ -235,26 +229,26 @@ impl StatsdBuilder {
             self.prefix = prefix;
         }
         if let Some(size) = env.maxudpsize {
-            self.max_packet_size = size;
+            self.delivery.max_packet_size = size;
         }
         if let Some(v) = env.ipv6 {
             self.ipv6 = flag("STATSD_IPV6", v)?;
         }
         if let Some(ms) = env.flush_ms {
-            self.flush_interval = Duration::from_millis(ms);
+            self.delivery.flush_interval = Duration::from_millis(ms);
         }
         if let Some(n) = env.max_timer_samples {
-            self.max_timer_samples = Some(n);
+            self.delivery.max_timer_samples = Some(n);
         }
         if let Some(v) = env.protocol {
-            self.protocol = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
+            self.delivery.protocol = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
                 name: "STATSD_PROTOCOL",
                 value: v,
                 expected: "plain (every server), etsy (Etsy StatsD, Telegraf) or dogstatsd",
             })?);
         }
         if let Some(v) = env.server {
-            self.server = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
+            self.delivery.server = Some(v.parse().map_err(|_| ConfigError::InvalidValue {
                 name: "STATSD_SERVER",
                 value: v,
                 expected: "generic, etsy, collectd, netdata, telegraf, statsd_exporter, datadog, vector or gostatsd",
@@ -319,7 +313,7 @@ impl StatsdBuilder {
     /// `STATSD_MAXUDPSIZE`; at least [`MIN_MAX_UDP_SIZE`], or `build` fails
     /// with [`ConfigError::MaxUdpSizeTooSmall`]).
     pub fn max_packet_size(mut self, size: usize) -> Self {
-        self.max_packet_size = size;
+        self.delivery.max_packet_size = size;
         self
     }
 
@@ -332,7 +326,7 @@ impl StatsdBuilder {
     /// How long metrics are aggregated before they are sent (default 1 s).
     /// Keep it at or below the daemon's own flush interval.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
-        self.flush_interval = interval;
+        self.delivery.flush_interval = interval;
         self
     }
 
@@ -345,7 +339,7 @@ impl StatsdBuilder {
     /// `mean` are then the sample's. A cap for a server that misreads rates
     /// is an error ([`ConfigError::ServerCannotRead`]).
     pub fn max_timer_samples(mut self, values: usize) -> Self {
-        self.max_timer_samples = Some(values);
+        self.delivery.max_timer_samples = Some(values);
         self
     }
 
@@ -356,7 +350,7 @@ impl StatsdBuilder {
     /// generic); with a server it must be one that server reads. Counters
     /// are summed and set members de-duplicated per window in every dialect.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = Some(protocol);
+        self.delivery.protocol = Some(protocol);
         self
     }
 
@@ -365,7 +359,7 @@ impl StatsdBuilder {
     /// sent). Naming it lets the client pack and sample for it; see
     /// [`Server`] for what each profile decides.
     pub fn server(mut self, server: Server) -> Self {
-        self.server = Some(server);
+        self.delivery.server = Some(server);
         self
     }
 
@@ -410,15 +404,7 @@ impl StatsdBuilder {
                 return Err(ConfigError::ZeroPort);
             }
         }
-        let settings = Requested {
-            flush_interval: self.flush_interval,
-            max_packet_size: self.max_packet_size,
-            max_timer_samples: self.max_timer_samples,
-            protocol: self.protocol,
-            server: self.server,
-            ..Requested::default()
-        }
-        .validate()?;
+        let settings = self.delivery.clone().validate()?;
         if self.naming == NamingMode::Tagged && !settings.server.reads_tags() {
             return Err(ConfigError::ServerCannotRead(format!(
                 "STATSD_SERVER={} does not read tags: use STATSD_NAMING=hierarchical, \
@@ -486,7 +472,7 @@ mod tests {
     fn pystatsd_names_and_defaults() {
         let b = env(&[]).unwrap();
         assert_eq!(
-            (b.host.as_str(), b.port, b.max_packet_size, b.ipv6),
+            (b.host.as_str(), b.port, b.delivery.max_packet_size, b.ipv6),
             ("localhost", 8125, 512, false)
         );
         let b = env(&[
@@ -505,16 +491,20 @@ mod tests {
         assert_eq!(b.host, "graphite");
         assert_eq!(b.port, 9125);
         assert_eq!(b.prefix, "statstest");
-        assert_eq!(b.max_packet_size, 1432);
+        assert_eq!(b.delivery.max_packet_size, 1432);
         assert!(b.ipv6);
-        assert_eq!(b.flush_interval, Duration::from_millis(250));
+        assert_eq!(b.delivery.flush_interval, Duration::from_millis(250));
         assert_eq!(b.naming, NamingMode::Tagged);
-        assert_eq!(b.max_timer_samples, Some(0));
-        assert_eq!(b.protocol, Some(Protocol::Etsy));
+        assert_eq!(b.delivery.max_timer_samples, Some(0));
+        assert_eq!(b.delivery.protocol, Some(Protocol::Etsy));
         // Unset: the server decides (the generic one: plain, every value).
         let b = env(&[]).unwrap();
         assert_eq!(
-            (b.server, b.protocol, b.max_timer_samples),
+            (
+                b.delivery.server,
+                b.delivery.protocol,
+                b.delivery.max_timer_samples
+            ),
             (None, None, None)
         );
         assert_eq!(b.profile().unwrap(), (Server::Generic, Protocol::Plain, 0));
@@ -591,11 +581,11 @@ mod tests {
             .status_classes(true);
         assert_eq!(
             fields(&b),
-            "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", \
-             max_packet_size: 1432, ipv6: true, flush_interval: 250ms, \
-             max_timer_samples: Some(64), protocol: Some(DogStatsd), server: Some(StatsdExporter), \
-             transport: Tcp, naming: Tagged, tags: [(\"env\", \"prod\")], \
-             status_classes: true }"
+            "StatsdBuilder { host: \"graphite\", port: 9125, prefix: \"statstest\", ipv6: true, \
+             delivery: Requested { flush_interval: 250ms, max_packet_size: 1432, \
+             max_buffered_values: 4096, max_timer_samples: Some(64), protocol: Some(DogStatsd), \
+             server: Some(StatsdExporter) }, transport: Tcp, naming: Tagged, \
+             tags: [(\"env\", \"prod\")], status_classes: true }"
         );
         // The same values read from the environment make the same builder.
         let from_env = env(&[
@@ -617,10 +607,10 @@ mod tests {
         assert_eq!(fields(&from_env), fields(&b));
         assert_eq!(
             fields(&StatsdBuilder::new()),
-            "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", \
-             max_packet_size: 512, ipv6: false, flush_interval: 1s, \
-             max_timer_samples: None, protocol: None, server: None, transport: Udp, \
-             naming: Hierarchical, tags: [], status_classes: false }"
+            "StatsdBuilder { host: \"localhost\", port: 8125, prefix: \"\", ipv6: false, \
+             delivery: Requested { flush_interval: 1s, max_packet_size: 512, \
+             max_buffered_values: 4096, max_timer_samples: None, protocol: None, server: None }, \
+             transport: Udp, naming: Hierarchical, tags: [], status_classes: false }"
         );
     }
 
@@ -783,7 +773,7 @@ mod tests {
         // default, collectd or netdata.
         for server in [None, Some(Server::Collectd), Some(Server::Netdata)] {
             let mut b = StatsdBuilder::new().max_timer_samples(64);
-            b.server = server;
+            b.delivery.server = server;
             let why = refused(b);
             assert!(why.contains("misreads sampled timers"), "{why}");
         }

@@ -11,7 +11,7 @@ pub(crate) use spy::{lines, spy, Packets};
 
 #[path = "../../tests/support/daemon.rs"]
 mod daemon;
-pub(crate) use daemon::{daemon, dogstatsd_as_etsy, Daemon};
+pub(crate) use daemon::{daemon, Daemon};
 
 /// Runs `f` on a thread of its own and fails if it has not returned
 /// within 5 seconds: a mutant that loops for ever fails the test rather

@@ -15,8 +15,13 @@
 
 use std::time::Duration;
 
-use cadence::SpyMetricSink;
 use tower_statsd::{Protocol, Server, Statsd};
+
+// The tests' spy and their reading of packets as statsd 0.9 does.
+#[path = "../tests/support/daemon.rs"]
+mod daemon;
+#[path = "../tests/support/spy.rs"]
+mod spy;
 
 const VALUES: usize = 100_000;
 const CAPS: [usize; 6] = [64, 256, 1_024, 4_096, 16_384, 0];
@@ -74,7 +79,7 @@ struct Seen {
 }
 
 fn through_client(cap: usize, values: &[f64]) -> Seen {
-    let (rx, spy) = SpyMetricSink::new();
+    let (rx, spy) = spy::spy();
     // Etsy StatsD reads sample rates (the generic default sends every
     // value: the cap 0 row below).
     let statsd = Statsd::builder()
@@ -88,23 +93,13 @@ fn through_client(cap: usize, values: &[f64]) -> Seen {
         statsd.timing_ms("t", ms);
     }
     statsd.flush().unwrap();
-    let mut seen = Seen {
-        values: Vec::new(),
-        count: 0.0,
-        bytes: 0,
-    };
-    while let Ok(packet) = rx.try_recv() {
-        seen.bytes += packet.len();
-        for line in String::from_utf8(packet).expect("UTF-8").lines() {
-            let fields: Vec<&str> = line["t:".len()..].split('|').collect();
-            let rate: f64 = fields
-                .get(2)
-                .map_or(1.0, |r| r[1..].parse().expect("a rate"));
-            seen.values.push(fields[0].parse().expect("a value"));
-            seen.count += 1.0 / rate;
-        }
+    let packets = rx.take();
+    let mut daemon = daemon::daemon(&packets);
+    Seen {
+        values: daemon.timers.remove("t|#").unwrap_or_default(),
+        count: daemon.timer_counts.remove("t|#").unwrap_or_default(),
+        bytes: packets.iter().map(String::len).sum(),
     }
-    seen
 }
 
 fn main() {

@@ -29,7 +29,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use cadence::SpyMetricSink;
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -38,7 +37,8 @@ use tower_statsd::{NamingMode, Protocol, Server, Statsd, UnknownProtocol};
 
 mod support;
 use support::daemon::{dogstatsd_as_etsy, Daemon};
-use support::{logged, received_lines};
+use support::logged;
+use support::spy::spy;
 
 /// A server that reads `protocol` and tags: Etsy StatsD 0.9 for its own
 /// packing and plain lines, the Datadog agent for DogStatsD's.
@@ -52,7 +52,7 @@ fn tag_reader(protocol: Protocol) -> Server {
 /// The lines of one window: 3 requests to `/` with two users, and a
 /// handler-style timer with a client-side sample rate, through `protocol`.
 async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
-    let (rx, spy) = SpyMetricSink::new();
+    let (rx, spy) = spy();
     let statsd = Statsd::builder()
         .prefix("app")
         .server(tag_reader(protocol))
@@ -81,7 +81,7 @@ async fn window(protocol: Protocol, naming: NamingMode) -> Vec<String> {
     statsd.set("seen", 1i64).ok();
     statsd.set("seen", 2i64).ok();
     statsd.flush().unwrap();
-    received_lines(&rx)
+    rx.lines()
 }
 
 /// Timer values of the layer depend on the clock: written as `T`.
@@ -398,7 +398,7 @@ async fn every_dialect_means_the_same_counts_to_the_daemon() {
 /// Lines of three requests to `/` (2-byte bodies) through a layer that asks
 /// for the response size distribution.
 async fn sizes(protocol: Protocol, naming: NamingMode) -> Vec<String> {
-    let (rx, spy) = SpyMetricSink::new();
+    let (rx, spy) = spy();
     let statsd = Statsd::builder()
         .prefix("app")
         .protocol(protocol)
@@ -415,7 +415,7 @@ async fn sizes(protocol: Protocol, naming: NamingMode) -> Vec<String> {
         response.into_body().collect().await.unwrap();
     }
     statsd.flush().unwrap();
-    received_lines(&rx)
+    rx.lines()
 }
 
 #[tokio::test]
@@ -459,7 +459,7 @@ fn asking_for_a_size_distribution_a_server_cannot_keep_is_a_warning() {
         (Server::Netdata, false),
     ] {
         for on in [true, false] {
-            let (_rx, spy) = SpyMetricSink::new();
+            let (_rx, spy) = spy();
             let statsd = Statsd::builder().server(server).build_with(spy).unwrap();
             let log = logged(|| drop(statsd.layer().response_size_distribution(on)));
             let warned = on && !keeps;
@@ -490,7 +490,7 @@ fn tagged_naming_on_the_layer_for_a_server_without_tags_is_a_warning() {
             (NamingMode::Tagged, true),
             (NamingMode::Hierarchical, false),
         ] {
-            let (_rx, spy) = SpyMetricSink::new();
+            let (_rx, spy) = spy();
             let statsd = Statsd::builder().server(server).build_with(spy).unwrap();
             let log = logged(|| drop(statsd.layer().naming(mode)));
             let warned = tagged && !reads;
@@ -506,7 +506,7 @@ fn tagged_naming_on_the_layer_for_a_server_without_tags_is_a_warning() {
 #[tokio::test]
 async fn tagged_naming_on_the_layer_for_a_server_without_tags_stays_hierarchical() {
     for (server, tagged) in [(Server::Generic, false), (Server::Etsy, true)] {
-        let (rx, spy) = SpyMetricSink::new();
+        let (rx, spy) = spy();
         let statsd = Statsd::builder()
             .prefix("app")
             .server(server)
@@ -520,7 +520,7 @@ async fn tagged_naming_on_the_layer_for_a_server_without_tags_stays_hierarchical
         let response = app.oneshot(request).await.unwrap();
         response.into_body().collect().await.unwrap();
         statsd.flush().unwrap();
-        let lines = received_lines(&rx);
+        let lines = rx.lines();
         let has = |line: &str| lines.iter().any(|l| l == line);
         assert_eq!(has("app.root.called:1|c"), !tagged, "{server}: {lines:?}");
         assert_eq!(
@@ -554,7 +554,7 @@ fn at_start_one_line_names_the_server_the_packing_and_what_is_not_kept() {
             "sets (unique users) are not kept",
         ),
     ] {
-        let (_rx, spy) = SpyMetricSink::new();
+        let (_rx, spy) = spy();
         let mut builder = Statsd::builder();
         if let Some(server) = server {
             builder = builder.server(server);

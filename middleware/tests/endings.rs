@@ -33,7 +33,7 @@ const HANDLER_DELAY: Duration = Duration::from_millis(300);
 /// Flushes until `done(totals)` holds or 10 s pass; returns everything seen.
 async fn flushed_until(
     statsd: &Statsd,
-    rx: &crossbeam_channel::Receiver<Vec<u8>>,
+    rx: &support::spy::Packets,
     done: impl Fn(&Totals) -> bool,
 ) -> Totals {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -58,11 +58,7 @@ async fn flushed_until(
 }
 
 /// Waits (flushing, 10 s at most) until `route`'s in-flight gauge says 1.
-async fn in_flight_while_running(
-    statsd: &Statsd,
-    rx: &crossbeam_channel::Receiver<Vec<u8>>,
-    route: &str,
-) {
+async fn in_flight_while_running(statsd: &Statsd, rx: &support::spy::Packets, route: &str) {
     let gauge = format!("{route}.in_flight");
     flushed_until(statsd, rx, |t| {
         t.gauges

@@ -10,8 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use tower_statsd::cadence::{MetricSink, SpyMetricSink};
+use tower_statsd::cadence::MetricSink;
 use tower_statsd::sink::AggregatingSink;
+
+mod support;
+use support::spy::spy;
 
 /// The threads of this process named `tower-statsd`.
 fn flusher_threads() -> Vec<String> {
@@ -36,7 +39,7 @@ fn cpu_ticks(stat: &str) -> u64 {
 
 #[test]
 fn the_flusher_sleeps_between_windows() {
-    let (packets, spy) = SpyMetricSink::new();
+    let (packets, spy) = spy();
     let sink = AggregatingSink::builder(spy)
         .flush_interval(Duration::from_millis(20))
         .build()
@@ -56,8 +59,7 @@ fn the_flusher_sleeps_between_windows() {
         sink.emit("a:1|c").unwrap();
         sent += 1;
         // The window's line arrives within a few windows.
-        let line = packets.recv_timeout(Duration::from_secs(5)).unwrap();
-        let line = String::from_utf8(line).unwrap();
+        let line = packets.wait(Duration::from_secs(5)).unwrap();
         assert_eq!(line, "a:1|c");
         std::thread::sleep(Duration::from_millis(40));
     }

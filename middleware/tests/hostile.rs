@@ -752,7 +752,7 @@ fn tagged_mode_tags_carry_nothing_a_client_wrote() {
     let rt = runtime();
     // A server that reads tags (for one that does not, names stay
     // hierarchical).
-    let (rx, spy) = cadence::SpyMetricSink::new();
+    let (rx, spy) = support::spy::spy();
     let statsd = tower_statsd::Statsd::builder()
         .prefix("statstest")
         .server(tower_statsd::Server::Etsy)

@@ -26,7 +26,7 @@ use bytes_frame::ChannelBody;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use support::{flushed_lines, received_lines, spy_statsd, totals};
+use support::{flushed_lines, spy_statsd, totals};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_statsd::cadence::prelude::*;
@@ -505,7 +505,7 @@ fn dropping_the_last_handle_sends_the_final_window_before_it_returns() {
     statsd.timing_ms("took", 1.5);
     drop(statsd);
     // No waiting here: the drop itself waited for the flusher.
-    let mut lines = received_lines(&rx);
+    let mut lines = rx.lines();
     lines.sort();
     assert_eq!(lines, ["t.jobs:1|c", "t.took:1.5|ms"]);
 }
@@ -524,7 +524,7 @@ async fn dropping_the_last_layer_and_handle_sends_the_requests_window() {
         .unwrap();
     response.into_body().collect().await.unwrap();
     drop(statsd);
-    let lines = received_lines(&rx);
+    let lines = rx.lines();
     let t = totals(&lines);
     assert_eq!(
         t.counters.get("t.unmatched.called"),

@@ -358,7 +358,7 @@ async fn without_grpc_a_grpc_status_is_not_the_status() {
 
 #[tokio::test]
 async fn tagged_grpc_status_is_the_status_tag() {
-    let (rx, spy) = cadence::SpyMetricSink::new();
+    let (rx, spy) = support::spy::spy();
     let statsd = Statsd::builder()
         .prefix("p")
         .server(tower_statsd::Server::Datadog)

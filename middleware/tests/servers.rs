@@ -12,13 +12,15 @@
 
 use std::time::Duration;
 
-use cadence::SpyMetricSink;
 use tower_statsd::prelude::*;
 use tower_statsd::{Server, Statsd};
 
+mod support;
+use support::spy::spy;
+
 /// Every line the profile sends for the load, in the order sent.
 fn lines(server: Server) -> Vec<String> {
-    let (rx, spy) = SpyMetricSink::new();
+    let (rx, spy) = spy();
     let mut builder = Statsd::builder()
         .server(server)
         .prefix("app")
@@ -46,15 +48,7 @@ fn lines(server: Server) -> Vec<String> {
         .try_send()
         .unwrap();
     statsd.flush().unwrap();
-    rx.try_iter()
-        .flat_map(|p| {
-            String::from_utf8(p)
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    rx.lines()
 }
 
 /// The lines, sorted: packets come out in the order the window holds names.

@@ -9,17 +9,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use cadence::SpyMetricSink;
-use crossbeam_channel::Receiver;
 use http::Request;
+use support::spy::Packets;
 use support::{flushed_lines, logged};
 use tower::ServiceExt;
 use tower_statsd::cadence::prelude::*;
 use tower_statsd::{NamingMode, Server, Statsd, StatsdBuilder};
 
 /// One line a value, so that lines compare exactly.
-fn spy(builder: StatsdBuilder) -> (Statsd, Receiver<Vec<u8>>) {
-    let (rx, spy) = SpyMetricSink::new();
+fn spy(builder: StatsdBuilder) -> (Statsd, Packets) {
+    let (rx, spy) = support::spy::spy();
     let statsd = builder
         .prefix("p")
         .server(Server::StatsdExporter)

@@ -78,8 +78,6 @@ mod aggregate;
 mod control;
 mod flusher;
 mod forwarder;
-#[cfg(test)]
-mod fuzz;
 mod handle;
 mod line;
 mod metric;

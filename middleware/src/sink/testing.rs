@@ -1,77 +1,17 @@
-//! Test helpers: cadence's `SpyMetricSink` behind a receiver type that can be
-//! named without depending on crossbeam, and a strict reading of packets as
-//! statsd 0.9 reads them.
+//! Test helpers: the crate's one spy and one reading of packets as statsd
+//! 0.9 reads them (both shared with the integration tests, whose
+//! `tests/support` holds the files), a time limit, and a writer joined to a
+//! forwarder.
 
 use std::time::Duration;
 
-use cadence::SpyMetricSink;
-
-/// The packets a [`SpyMetricSink`] received, one per `emit`.
-pub(crate) struct Packets {
-    next: Box<dyn Fn(Option<Duration>) -> Option<String> + Send>,
-    /// Whether the sink side is gone (the spy dropped) and nothing waits.
-    closed: Box<dyn Fn() -> bool + Send>,
-}
-
-impl Packets {
-    /// Every packet received so far.
-    pub(crate) fn take(&self) -> Vec<String> {
-        std::iter::from_fn(|| (self.next)(None)).collect()
-    }
-
-    /// The next packet, waiting up to `timeout`.
-    pub(crate) fn wait(&self, timeout: Duration) -> Option<String> {
-        (self.next)(Some(timeout))
-    }
-
-    /// Every packet until the sink is dropped; panics when 5 s pass
-    /// without a packet and the sink is still there.
-    pub(crate) fn until_closed(&self) -> Vec<String> {
-        self.until_closed_within(Duration::from_secs(5))
-            .expect("the sink was not closed within 5 s")
-    }
-
-    /// Every packet until the sink is dropped; `None` when `idle` passes
-    /// without a packet and the sink is still there.
-    pub(crate) fn until_closed_within(&self, idle: Duration) -> Option<Vec<String>> {
-        let packets: Vec<String> = std::iter::from_fn(|| self.wait(idle)).collect();
-        (self.closed)().then_some(packets)
-    }
-}
-
-/// A spy transport and what it receives.
-pub(crate) fn spy() -> (Packets, SpyMetricSink) {
-    let (rx, spy) = SpyMetricSink::new();
-    let probe = rx.clone();
-    let closed = move || matches!(probe.try_recv(), Err(e) if e.is_disconnected());
-    let next = move |wait: Option<Duration>| {
-        let packet = match wait {
-            None => rx.try_recv().ok(),
-            Some(timeout) => rx.recv_timeout(timeout).ok(),
-        };
-        packet.map(|p| String::from_utf8(p).expect("packets are UTF-8"))
-    };
-    (
-        Packets {
-            next: Box::new(next),
-            closed: Box::new(closed),
-        },
-        spy,
-    )
-}
-
-/// Every line of every packet.
-pub(crate) fn lines(packets: &[String]) -> Vec<String> {
-    packets
-        .iter()
-        .flat_map(|p| p.split('\n'))
-        .map(str::to_owned)
-        .collect()
-}
+#[path = "../../tests/support/spy.rs"]
+mod spy;
+pub(crate) use spy::{lines, spy, Packets};
 
 #[path = "../../tests/support/daemon.rs"]
 mod daemon;
-pub(crate) use daemon::{daemon, dogstatsd_as_etsy, Daemon};
+pub(crate) use daemon::{daemon, Daemon};
 
 /// Runs `f` on a thread of its own and fails if it has not returned
 /// within 5 seconds: a mutant that loops for ever fails the test rather

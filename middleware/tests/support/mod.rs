@@ -3,17 +3,17 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod daemon;
+pub mod spy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cadence::SpyMetricSink;
-use crossbeam_channel::Receiver;
+use spy::Packets;
 use tower_statsd::Statsd;
 
 /// A client whose packets land in a spy, and which only sends on `flush()`.
-pub fn spy_statsd(prefix: &str) -> (Statsd, Receiver<Vec<u8>>) {
-    let (rx, spy) = SpyMetricSink::new();
+pub fn spy_statsd(prefix: &str) -> (Statsd, Packets) {
+    let (rx, spy) = spy::spy();
     let statsd = Statsd::builder()
         .prefix(prefix)
         .flush_interval(Duration::from_secs(3600))
@@ -23,19 +23,9 @@ pub fn spy_statsd(prefix: &str) -> (Statsd, Receiver<Vec<u8>>) {
 }
 
 /// Flushes and returns every line sent since the last call.
-pub fn flushed_lines(statsd: &Statsd, rx: &Receiver<Vec<u8>>) -> Vec<String> {
+pub fn flushed_lines(statsd: &Statsd, rx: &Packets) -> Vec<String> {
     statsd.flush().expect("flush timed out");
-    received_lines(rx)
-}
-
-/// Every line of every packet received so far, without flushing first.
-pub fn received_lines(rx: &Receiver<Vec<u8>>) -> Vec<String> {
-    let mut lines = Vec::new();
-    while let Ok(packet) = rx.try_recv() {
-        let text = String::from_utf8(packet).expect("packets are UTF-8");
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    lines
+    rx.lines()
 }
 
 /// One field of a StatsD line: `value|type[|@rate]`.

@@ -87,8 +87,10 @@ pub fn parse_line(line: &str) -> (String, Vec<Field>) {
     (name, fields)
 }
 
-/// Totals of what the lines mean: counters summed, timer values listed,
-/// set members, by name.
+/// What the lines mean, by name (lines without tags): counters summed and
+/// timer values listed as the one interpreter, [`daemon::Daemon`], reads
+/// them; and, as written before the daemon folds them, each gauge's value
+/// (absolute or `+`/`-` delta) and each set member, in order.
 #[derive(Debug, Default)]
 pub struct Totals {
     pub counters: BTreeMap<String, f64>,
@@ -98,22 +100,28 @@ pub struct Totals {
 }
 
 pub fn totals(lines: &[String]) -> Totals {
-    let mut t = Totals::default();
+    fn by_name<V>(by_key: BTreeMap<String, V>) -> BTreeMap<String, V> {
+        by_key
+            .into_iter()
+            .map(|(key, v)| {
+                let name = key.strip_suffix("|#").expect("a line without tags");
+                (name.to_owned(), v)
+            })
+            .collect()
+    }
+    let read = daemon::daemon(lines);
+    let mut t = Totals {
+        counters: by_name(read.counters),
+        timers: by_name(read.timers),
+        ..Totals::default()
+    };
     for line in lines {
         let (name, fields) = parse_line(line);
         for f in fields {
             match f.kind.as_str() {
-                "c" => {
-                    *t.counters.entry(name.clone()).or_default() +=
-                        f.value.parse::<f64>().unwrap() / f.rate.unwrap_or(1.0)
-                }
-                "ms" => t
-                    .timers
-                    .entry(name.clone())
-                    .or_default()
-                    .push(f.value.parse().unwrap()),
                 "s" => t.sets.entry(name.clone()).or_default().push(f.value),
-                _ => t.gauges.entry(name.clone()).or_default().push(f.value),
+                "g" => t.gauges.entry(name.clone()).or_default().push(f.value),
+                _ => {}
             }
         }
     }

@@ -360,7 +360,12 @@ impl RouteStats {
         });
     }
 
-    fn write_hierarchical(&self, out: &mut PacketWriter, merged: &Merged, busy: &mut [Held<'_>]) {
+    fn write_hierarchical(
+        &self,
+        out: &mut PacketWriter,
+        merged: &Merged,
+        busy: &mut [Drained<'_>],
+    ) {
         let names = &self.names;
         if merged.counts.is_empty() {
             return;
@@ -412,7 +417,7 @@ impl RouteStats {
         }
     }
 
-    fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged, busy: &mut [Held<'_>]) {
+    fn write_tagged(&self, out: &mut PacketWriter, merged: &Merged, busy: &mut [Drained<'_>]) {
         let names = &self.names;
         let mut tags = String::new();
         for &(key, count) in &merged.counts {
@@ -460,7 +465,7 @@ impl RouteStats {
 }
 
 /// A busy shard's window while its route is drained.
-type Held<'a> = MutexGuard<'a, Window>;
+type Drained<'a> = MutexGuard<'a, Window>;
 
 /// One route's counts read from all its shards; the flusher's scratch.
 #[derive(Debug, Default)]

@@ -501,9 +501,8 @@ fn write_sample(
     sample: &mut TimerSample,
     as_value: fn(Value<'static>) -> Value<'static>,
 ) {
-    if sample.seen() > 0 {
-        out.push_packed(name, tags, sample.drain().map(as_value));
-    }
+    // A series idle this window drains to nothing.
+    out.push_packed(name, tags, sample.drain().map(as_value));
 }
 
 /// A timer value as it is sent.

@@ -63,6 +63,7 @@ impl TimerSample {
     }
 
     /// Values seen in this window.
+    #[cfg(test)]
     pub(crate) fn seen(&self) -> u64 {
         self.seen
     }

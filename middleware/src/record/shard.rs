@@ -88,6 +88,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shard_per_core_up_to_16_a_power_of_two() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = shard_count();
+        assert!(shards.is_power_of_two(), "{shards}");
+        assert!(
+            shards >= cores.min(MAX_SHARDS),
+            "{shards} for {cores} cores"
+        );
+        assert!(shards <= MAX_SHARDS, "{shards}");
+    }
+
+    #[test]
     fn a_new_thread_takes_the_least_used_shard_and_an_ended_one_gives_it_back() {
         let on = ThreadsOn::new();
         assert_eq!(on.take(2), 0);

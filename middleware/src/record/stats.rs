@@ -572,7 +572,7 @@ mod tests {
 
     use super::*;
     use crate::naming::Naming;
-    use crate::sink::testing::{daemon, lines, pipe, spy};
+    use crate::sink::testing::{daemon, lines, pipe, spy, within_5s};
     use crate::sink::Protocol;
     use crate::UserKey;
 
@@ -605,6 +605,26 @@ mod tests {
         fn record(&self, key: Key, elapsed: Duration, bytes: u64, user: Option<UserToken>) {
             self.enter().record(key, elapsed, bytes, user);
         }
+    }
+
+    /// Runs `f` on two threads alive at once, each holding what `f` returns
+    /// until both have run it; fails within 5 s rather than hanging if one
+    /// panics (a mutant's shard index out of range, say).
+    fn on_two_threads_at_once(route: &Arc<RouteStats>, f: fn(&RouteStats) -> Vec<ShardRef>) {
+        let route = route.clone();
+        within_5s(move || {
+            let both = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| {
+                        both.wait();
+                        let held = f(&route);
+                        both.wait();
+                        drop(held);
+                    });
+                }
+            });
+        });
     }
 
     /// The lines a route's window drains to, sorted.
@@ -817,16 +837,8 @@ mod tests {
         drop(one);
         // Two threads, each holding two at once: on one shard or on two
         // (then each shard's peak is 2), the window's peak is 4.
-        let both = std::sync::Barrier::new(2);
-        std::thread::scope(|scope| {
-            for _ in 0..2 {
-                scope.spawn(|| {
-                    let held = (root.enter(), root.enter());
-                    both.wait();
-                    drop(held);
-                });
-            }
-        });
+        let root = Arc::new(root);
+        on_two_threads_at_once(&root, |route| vec![route.enter(), route.enter()]);
         assert_eq!(drained(&root), ["p.root.in_flight:4|g"]);
     }
 
@@ -869,16 +881,10 @@ mod tests {
     #[test]
     fn a_series_busy_on_two_shards_is_one_packed_line() {
         // Both threads alive at once: on two shards wherever there are two.
-        let root = stats(NamingMode::Hierarchical, "/", 0);
-        let both = std::sync::Barrier::new(2);
-        std::thread::scope(|scope| {
-            for _ in 0..2 {
-                scope.spawn(|| {
-                    both.wait();
-                    root.record(key("GET", 200), MS_1_5, 0, None);
-                    both.wait();
-                });
-            }
+        let root = Arc::new(stats(NamingMode::Hierarchical, "/", 0));
+        on_two_threads_at_once(&root, |route| {
+            route.record(key("GET", 200), MS_1_5, 0, None);
+            Vec::new()
         });
         let lines = drained(&root);
         let timer: Vec<&String> = lines.iter().filter(|l| l.starts_with("p.root:")).collect();

@@ -221,15 +221,19 @@ mod tests {
         assert_eq!(group.len(), shard_count());
         assert!(group.contains(&at(&held)));
 
-        // A clone on each of twice as many threads as shards, all alive at
-        // once, each thread taking its shard after the one before.
-        let threads = 2 * shard_count();
+        // A clone on each of at least twice as many threads as shards, all
+        // alive at once, each thread taking the least-used shard after the
+        // one before; more (up to 256) until two hold different anchors,
+        // since other tests' threads hold shards too.
         let mut clones = Vec::new();
         let taken_while_held = std::thread::scope(|scope| {
             // Each thread waits for its sender to go: at the end, or when
             // this panics, so that a failure never leaves a thread waiting.
             let mut alive = Vec::new();
-            for _ in 0..threads {
+            while clones.len() < 256
+                && (clones.len() < 2 * shard_count()
+                    || (shard_count() > 1 && clones.iter().all(|at| *at == clones[0])))
+            {
                 let (tx, rx) = mpsc::channel();
                 let (release, wait) = mpsc::channel::<()>();
                 let held = &held;

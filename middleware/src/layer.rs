@@ -395,17 +395,11 @@ mod tests {
 
     use axum::routing::get;
     use axum::Router;
-    use cadence::NopMetricSink;
 
     use crate::naming::NamingMode;
     use crate::{Statsd, UserKey};
 
-    fn statsd() -> Statsd {
-        Statsd::builder()
-            .flush_interval(Duration::from_secs(3600))
-            .build_with(NopMetricSink)
-            .unwrap()
-    }
+    use crate::sink::testing::quiet_statsd as statsd;
 
     #[test]
     fn a_chain_of_options_registers_one_set_of_routes_when_first_applied() {

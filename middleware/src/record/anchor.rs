@@ -172,21 +172,13 @@ impl ServiceState {
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
-    use std::time::Duration;
-
-    use cadence::NopMetricSink;
 
     use super::*;
     use crate::naming::{Naming, NamingMode};
     use crate::record::Routes;
     use crate::Statsd;
 
-    fn statsd() -> Statsd {
-        Statsd::builder()
-            .flush_interval(Duration::from_secs(3600))
-            .build_with(NopMetricSink)
-            .unwrap()
-    }
+    use crate::sink::testing::quiet_statsd as statsd;
 
     /// What a layer shares, its routes drained by `statsd`'s flusher.
     fn shared(statsd: &Statsd) -> Arc<Shared> {

@@ -272,7 +272,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::sink::testing::{lines, pipe, spy};
+    use crate::sink::testing::{lines, logged, pipe, spy};
 
     fn header(parts: &Parts) -> Option<&str> {
         parts.headers.get("x-tier").and_then(|v| v.to_str().ok())
@@ -454,29 +454,5 @@ mod tests {
             .route("/", axum::routing::get(|| async { "hi" }))
             .layer(statsd.layer());
         assert_eq!(statsd.sink().sources(), 1, "its routes only");
-    }
-
-    /// What `tracing` writes while `f` runs on this thread.
-    fn logged(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = captured.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
     }
 }

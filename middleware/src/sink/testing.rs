@@ -13,6 +13,18 @@ pub(crate) use spy::{lines, spy, Packets};
 mod daemon;
 pub(crate) use daemon::{daemon, Daemon};
 
+#[path = "../../tests/support/logged.rs"]
+mod logged;
+pub(crate) use logged::logged;
+
+/// A client that sends nowhere and only on `flush()` (an hour-long window).
+pub(crate) fn quiet_statsd() -> crate::Statsd {
+    crate::Statsd::builder()
+        .flush_interval(Duration::from_secs(3600))
+        .build_with(cadence::NopMetricSink)
+        .unwrap()
+}
+
 /// Runs `f` on a thread of its own and fails if it has not returned
 /// within 5 seconds: a mutant that loops for ever fails the test rather
 /// than hanging it.

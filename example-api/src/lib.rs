@@ -180,6 +180,12 @@ pub async fn statsd_health(host: &str, admin_port: u16) -> Result<String, String
     }
 }
 
+/// The library's one spy (its integration tests' file): cadence's
+/// `SpyMetricSink` and the lines it received.
+#[cfg(test)]
+#[path = "../../middleware/tests/support/spy.rs"]
+mod spy;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_user_ids_are_user_visits() {
-        let (packets, spy) = tower_statsd::cadence::SpyMetricSink::new();
+        let (packets, spy) = crate::spy::spy();
         let statsd = Statsd::builder()
             .prefix("statstest")
             .build_with(spy)
@@ -245,12 +251,9 @@ mod tests {
             get_json(app.clone(), uri).await;
         }
         statsd.flush().unwrap();
-        let text: String = packets
-            .try_iter()
-            .map(|p| String::from_utf8(p).unwrap() + "\n")
-            .collect();
-        let sets: Vec<&str> = text.lines().filter(|l| l.ends_with("|s")).collect();
-        assert_eq!(sets, ["statstest.user:123|s"], "{text}");
+        let lines = packets.lines();
+        let sets: Vec<&String> = lines.iter().filter(|l| l.ends_with("|s")).collect();
+        assert_eq!(sets, ["statstest.user:123|s"], "{lines:?}");
     }
 
     #[test]

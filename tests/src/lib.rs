@@ -218,6 +218,30 @@ impl Stack {
         out
     }
 
+    /// Fails unless the daemon has rejected no line since it started (its
+    /// `statsd.bad_lines_seen` counter on the admin port).
+    pub fn assert_no_bad_lines(&self) {
+        let counters = self.admin("counters");
+        assert_eq!(
+            admin_value(&counters, "statsd.bad_lines_seen"),
+            Some(0.0),
+            "{counters}"
+        );
+    }
+
+    /// Fails unless the daemon holds a timer named each of `keys` (its
+    /// admin port's `timers`).
+    pub fn assert_timers_held<K: AsRef<str>>(&self, keys: impl IntoIterator<Item = K>) {
+        let timers = self.admin("timers");
+        for key in keys {
+            let key = key.as_ref();
+            assert!(
+                timers.contains(&format!("'{key}'")),
+                "{key} not in {timers}"
+            );
+        }
+    }
+
     /// What a daemon of this stack logged so far (`carbon-cache`, `statsd`,
     /// `graphite-web`; graphite-web logs every request it answers).
     pub fn log(&self, daemon: &str) -> String {

@@ -119,19 +119,10 @@ fn constant_tags_and_status_classes_reach_the_daemon_as_graphite_tags() {
     .chain([("consttags.jobs;env=prod;service=api".to_owned(), 3.0)])
     .collect();
     counters_reach(stack, &expected);
-    let timers = stack.admin("timers");
-    let key =
-        "consttags.http.request.duration;route=root;method=GET;status=2xx;env=prod;service=api";
-    assert!(
-        timers.contains(&format!("'{key}'")),
-        "{key} not in {timers}"
-    );
-    let counters = stack.admin("counters");
-    assert_eq!(
-        admin_value(&counters, "statsd.bad_lines_seen"),
-        Some(0.0),
-        "{counters}"
-    );
+    stack.assert_timers_held([
+        "consttags.http.request.duration;route=root;method=GET;status=2xx;env=prod;service=api",
+    ]);
+    stack.assert_no_bad_lines();
 }
 
 #[test]
@@ -180,9 +171,5 @@ fn request_tags_reach_the_daemon_with_their_cap() {
     let counters = counters_reach(stack, &expected);
     let series = counters.matches("reqtags.http.requests;").count();
     assert_eq!(series, 3, "no series past the cap: {counters}");
-    assert_eq!(
-        admin_value(&counters, "statsd.bad_lines_seen"),
-        Some(0.0),
-        "{counters}"
-    );
+    stack.assert_no_bad_lines();
 }

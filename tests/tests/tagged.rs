@@ -74,18 +74,10 @@ fn tagged_metrics_reach_the_daemon_as_tagged_keys() {
             Ok(())
         },
     );
-    let timers = stack.admin("timers");
-    for (tags, _) in expected {
-        let key = format!("tagtest.http.request.duration;{tags}");
-        assert!(
-            timers.contains(&format!("'{key}'")),
-            "{key} not in {timers}"
-        );
-    }
-    let counters = stack.admin("counters");
-    assert_eq!(
-        admin_value(&counters, "statsd.bad_lines_seen"),
-        Some(0.0),
-        "{counters}"
+    stack.assert_timers_held(
+        expected
+            .iter()
+            .map(|(tags, _)| format!("tagtest.http.request.duration;{tags}")),
     );
+    stack.assert_no_bad_lines();
 }

@@ -41,7 +41,7 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 use tower_statsd::sink::{AggregatingSink, Protocol, Server};
 
 mod support;
-use support::daemon::{dogstatsd_as_etsy, Daemon};
+use support::daemon::{dogstatsd_as_etsy, etsy_one_value_a_line, Daemon};
 use support::spy::spy;
 
 /// Hand-made inputs that have broken (or could break) StatsD code somewhere.
@@ -347,19 +347,7 @@ fn read_packets(
             packet.clone()
         };
         daemon.read(&etsy)?;
-        for line in etsy.split('\n') {
-            // Etsy packs `name:1|ms:2|ms|#tags`: one line a field.
-            let (body, tags) = line.split_once("|#").unwrap_or((line, ""));
-            let mut bits = body.split(':');
-            let name = bits.next().unwrap_or_default();
-            for field in bits {
-                fields.push(if tags.is_empty() {
-                    format!("{name}:{field}")
-                } else {
-                    format!("{name}:{field}|#{tags}")
-                });
-            }
-        }
+        fields.extend(etsy_one_value_a_line(&etsy));
     }
     Ok(fields)
 }

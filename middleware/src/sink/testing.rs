@@ -11,7 +11,7 @@ pub(crate) use spy::{lines, spy, Packets};
 
 #[path = "../../tests/support/daemon.rs"]
 mod daemon;
-pub(crate) use daemon::{daemon, Daemon};
+pub(crate) use daemon::{daemon, dogstatsd_as_etsy, etsy_one_value_a_line, Daemon};
 
 #[path = "../../tests/support/logged.rs"]
 mod logged;

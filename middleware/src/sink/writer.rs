@@ -371,7 +371,9 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Arc;
 
-    use super::super::testing::{pipe, spy, Packets, Pipe};
+    use super::super::testing::{
+        dogstatsd_as_etsy, etsy_one_value_a_line, lines, pipe, spy, Packets, Pipe,
+    };
     use super::super::PacketStats;
     use super::*;
 
@@ -449,25 +451,12 @@ mod tests {
     /// Every field of every line, as the daemon would split it: `(name, tags, field)`.
     fn fields(packets: &[String]) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
-        for packet in packets {
-            for line in packet.split('\n') {
-                let (body, tags) = line.split_once("|#").unwrap_or((line, ""));
-                let mut bits = body.split(':');
-                let name = bits.next().unwrap();
-                for field in bits {
-                    // Each field must parse back on its own with our parser.
-                    let single = format!(
-                        "{name}:{field}{}",
-                        if tags.is_empty() {
-                            String::new()
-                        } else {
-                            format!("|#{tags}")
-                        }
-                    );
-                    parse(&single).unwrap_or_else(|e| panic!("{single:?}: {e}"));
-                    out.push((name.to_owned(), tags.to_owned(), field.to_owned()));
-                }
-            }
+        for single in packets.iter().flat_map(|p| etsy_one_value_a_line(p)) {
+            // Each field must parse back on its own with our parser.
+            parse(&single).unwrap_or_else(|e| panic!("{single:?}: {e}"));
+            let (body, tags) = single.split_once("|#").unwrap_or((&single, ""));
+            let (name, field) = body.split_once(':').unwrap();
+            out.push((name.to_owned(), tags.to_owned(), field.to_owned()));
         }
         out
     }
@@ -615,28 +604,13 @@ mod tests {
     /// One value a line, as [`write_metric`] writes it: what every line of a
     /// packet expands to, whatever the dialect packed together.
     fn expand(protocol: Protocol, packets: &[String]) -> Vec<String> {
-        let mut out = Vec::new();
-        for packet in packets {
-            for line in packet.split('\n') {
-                let (body, tags) = match line.split_once("|#") {
-                    Some((body, tags)) => (body, format!("|#{tags}")),
-                    None => (line, String::new()),
-                };
-                let (name, rest) = body.split_once(':').unwrap();
-                if protocol == Protocol::Etsy {
-                    for field in rest.split(':') {
-                        out.push(format!("{name}:{field}{tags}"));
-                    }
-                } else {
-                    // `v1:v2|type|@rate`: the type and rate apply to each.
-                    let (values, kind) = rest.split_at(rest.find('|').unwrap());
-                    for value in values.split(':') {
-                        out.push(format!("{name}:{value}{kind}{tags}"));
-                    }
-                }
-            }
-        }
-        out
+        packets
+            .iter()
+            .flat_map(|packet| match protocol {
+                Protocol::Etsy => etsy_one_value_a_line(packet),
+                _ => lines(&[dogstatsd_as_etsy(packet)]),
+            })
+            .collect()
     }
 
     /// The part of `line` a packet would have needed room for to take it:

@@ -166,3 +166,19 @@ pub fn dogstatsd_as_etsy(packet: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Each value of an Etsy-packed packet on a line of its own, as the daemon
+/// splits `name:v1|ms:v2|ms|#tags`: `name:v1|ms|#tags`, `name:v2|ms|#tags`.
+pub fn etsy_one_value_a_line(packet: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in packet.split('\n') {
+        let (body, tags) = match line.split_once("|#") {
+            Some((body, tags)) => (body, format!("|#{tags}")),
+            None => (line, String::new()),
+        };
+        let mut fields = body.split(':');
+        let name = fields.next().unwrap_or_default();
+        out.extend(fields.map(|field| format!("{name}:{field}{tags}")));
+    }
+    out
+}

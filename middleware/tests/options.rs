@@ -17,7 +17,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use proptest::prelude::*;
-use support::{flushed_lines, parse_line, spy_statsd, totals};
+use support::{flushed_lines, logged, parse_line, spy_statsd, totals};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_statsd::{RouteNamer, Statsd, StatsdLayer, UserKey, DEFAULT_MAX_ROUTES};
 
@@ -380,20 +380,21 @@ async fn tagged_grpc_status_is_the_status_tag() {
 }
 
 /// The cap: routes past it share the overflow name, and one warning says so.
-#[tokio::test]
-async fn past_max_routes_requests_go_to_the_overflow_and_one_warning() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+#[test]
+fn past_max_routes_requests_go_to_the_overflow_and_one_warning() {
     let (statsd, rx) = spy_statsd("p");
-    let namer = RouteNamer::new(|parts| Some(Cow::Borrowed(parts.uri.path())));
-    let mut service = plain(statsd.layer().route_namer(namer).max_routes(2));
-    for uri in ["/a", "/b", "/c", "/d", "/a", "/c"] {
-        hit(&mut service, uri).await;
-    }
+    let logs = logged(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let namer = RouteNamer::new(|parts| Some(Cow::Borrowed(parts.uri.path())));
+            let mut service = plain(statsd.layer().route_namer(namer).max_routes(2));
+            for uri in ["/a", "/b", "/c", "/d", "/a", "/c"] {
+                hit(&mut service, uri).await;
+            }
+        });
+    });
     let lines = flushed_lines(&statsd, &rx);
     let called: BTreeSet<String> = lines
         .iter()
@@ -409,34 +410,8 @@ async fn past_max_routes_requests_go_to_the_overflow_and_one_warning() {
         ]),
         "{lines:?}"
     );
-    let warnings = logs.text().matches(" WARN ").count();
-    assert_eq!(warnings, 1, "{}", logs.text());
-}
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
+    let warnings = logs.matches(" WARN ").count();
+    assert_eq!(warnings, 1, "{logs}");
 }
 
 proptest! {

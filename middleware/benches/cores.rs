@@ -26,6 +26,14 @@
 //! `Route` does, from 1 and 2 threads, against the same service behind
 //! `Identity`.
 //!
+//! Then a control: the layer alone again, but the two threads each on a
+//! layer of its own client, so that nothing of tower-statsd is shared
+//! between them. What two threads add there over one is what a second busy
+//! core costs this machine with no shared line at all (caches, memory,
+//! the hypervisor); each ratio line also prints how much dearer a request
+//! of the app behind the no-op layer became with two threads, for the same
+//! reason.
+//!
 //! Last, the peak in-flight gauge's two designs (issue 20), their request
 //! path alone, from 1 and 2 threads on one route, in alternating rounds:
 //! what a request does today (its shard's reference count up at entry,
@@ -36,7 +44,10 @@
 //! subtract at the end).
 //!
 //! `CORES_ROUNDS` and `CORES_REQUESTS` (per thread and round) override the
-//! defaults.
+//! defaults. `CORES_SERVER` names the client's server profile (as
+//! `STATSD_SERVER` does; default `generic`, which writes a line per timer
+//! value on the flusher thread): `CORES_SERVER=etsy` shows the request path
+//! with a fixed-size timer sample instead.
 
 #![allow(missing_docs)]
 
@@ -55,7 +66,7 @@ use crossbeam_utils::CachePadded;
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_statsd::Statsd;
+use tower_statsd::{Server, Statsd};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -77,11 +88,23 @@ struct Job {
     requests: usize,
 }
 
-/// What a round drives: a router, or one service without a router.
+/// What a round drives: a router, or one service without a router, or two
+/// services that share nothing (each made by its own client), one a thread.
 #[derive(Clone)]
 enum App {
     Router(Router),
     Alone(Alone),
+    Apart([Alone; 2]),
+}
+
+impl App {
+    /// What worker `thread` drives.
+    fn for_thread(&self, thread: usize) -> App {
+        match self {
+            App::Apart(services) => App::Alone(services[thread].clone()),
+            app => app.clone(),
+        }
+    }
 }
 
 /// A service that answers at once, behind a layer: what axum's `Route`
@@ -134,6 +157,7 @@ impl Worker {
                             match &job.app {
                                 App::Router(app) => request(app, job.uri).await,
                                 App::Alone(svc) => call(svc, job.uri).await,
+                                App::Apart(_) => unreachable!("split by App::for_thread"),
                             }
                         }
                     });
@@ -193,6 +217,18 @@ struct Scenario {
     uris: &'static [&'static str],
 }
 
+/// The control's: each of the 2 threads on a layer of its own.
+const APART: [Scenario; 2] = [
+    Scenario {
+        name: "1 thread",
+        uris: &["/a"],
+    },
+    Scenario {
+        name: "2 threads, two layers",
+        uris: &["/a", "/a"],
+    },
+];
+
 const SCENARIOS: [Scenario; 3] = [
     Scenario {
         name: "1 thread",
@@ -217,14 +253,14 @@ struct Cost {
     wall: f64,
 }
 
-fn round(workers: &[Worker], app: &App, statsd: &Statsd, s: &Scenario, n: usize) -> Cost {
+fn round(workers: &[Worker], app: &App, clients: &[Statsd], s: &Scenario, n: usize) -> Cost {
     let (cpu, flusher) = process_cpu_ns();
     let start = Instant::now();
-    for (worker, uri) in workers.iter().zip(s.uris) {
+    for (thread, (worker, uri)) in workers.iter().zip(s.uris).enumerate() {
         worker
             .jobs
             .send(Job {
-                app: app.clone(),
+                app: app.for_thread(thread),
                 uri,
                 requests: n,
             })
@@ -233,8 +269,10 @@ fn round(workers: &[Worker], app: &App, statsd: &Statsd, s: &Scenario, n: usize)
     for worker in &workers[..s.uris.len()] {
         worker.done.recv().expect("a worker");
     }
-    // The flusher's work for these requests belongs to them.
-    statsd.flush().unwrap();
+    // The flushers' work for these requests belongs to them.
+    for statsd in clients {
+        statsd.flush().unwrap();
+    }
     let requests = (n * s.uris.len()) as f64;
     let (cpu_end, flusher_end) = process_cpu_ns();
     Cost {
@@ -252,16 +290,26 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let rounds = env_or("CORES_ROUNDS", 21);
     let n = env_or("CORES_REQUESTS", 50_000);
-    let statsd = Statsd::builder()
-        .prefix("bench")
-        .build_with(NopMetricSink)
-        .expect("a client on a NopMetricSink");
+    let server: Server = std::env::var("CORES_SERVER").map_or(Server::default(), |name| {
+        name.parse()
+            .expect("CORES_SERVER: a server profile, e.g. etsy")
+    });
+    let client = || {
+        Statsd::builder()
+            .prefix("bench")
+            .server(server)
+            .build_with(NopMetricSink)
+            .expect("a client on a NopMetricSink")
+    };
+    // The second client serves only the control with nothing shared.
+    let clients = [client(), client()];
+    let statsd = &clients[0];
     let workers = [Worker::spawn("bench-1"), Worker::spawn("bench-2")];
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "one router from 1 and 2 OS threads ({cores} cores): medians of {rounds} alternating \
          rounds of {n} requests per thread; CPU of every thread of the process (the flusher's \
-         included) per request"
+         included) per request; server profile {server:?}"
     );
     let routers = [
         ("bare", App::Router(routes().with_state(()))),
@@ -278,23 +326,40 @@ fn main() {
             App::Router(routes().layer(statsd.layer()).with_state(())),
         ),
     ];
-    measure(&workers, &statsd, &routers, &SCENARIOS, rounds, n);
+    measure(&workers, &clients, &routers, &SCENARIOS, rounds, n);
 
     println!(
         "the layer alone: one service over a service that answers at once, cloned and called \
          per request, from 1 and 2 threads (same rounds)"
     );
-    let alone = [
+    let one_service = [
         (
             "identity",
             App::Alone(alone(tower::layer::util::Identity::new())),
         ),
         ("tower-statsd", App::Alone(alone(statsd.layer()))),
     ];
-    measure(&workers, &statsd, &alone, &SCENARIOS[..2], rounds, n);
+    measure(&workers, &clients, &one_service, &SCENARIOS[..2], rounds, n);
+
+    println!(
+        "the control: the same, but the 2 threads on two layers of two clients (nothing of \
+         tower-statsd shared between the threads); the 2-thread row here is what two cores cost \
+         this machine with no line shared"
+    );
+    let apart = [
+        (
+            "identity",
+            App::Apart([(); 2].map(|()| alone(tower::layer::util::Identity::new()))),
+        ),
+        (
+            "tower-statsd",
+            App::Apart([&clients[0], &clients[1]].map(|statsd| alone(statsd.layer()))),
+        ),
+    ];
+    measure(&workers, &clients, &apart, &APART, rounds, n);
     println!(
         "  metrics dropped by tower-statsd: {}",
-        statsd.sink().dropped()
+        statsd.sink().dropped() + clients[1].sink().dropped()
     );
     peak_designs(rounds, n * 200);
 }
@@ -426,7 +491,7 @@ fn peak_designs(rounds: usize, n: usize) {
 /// is tower-statsd, the one before it the no-op layer.
 fn measure(
     workers: &[Worker],
-    statsd: &Statsd,
+    clients: &[Statsd],
     apps: &[(&str, App)],
     scenarios: &[Scenario],
     rounds: usize,
@@ -435,7 +500,7 @@ fn measure(
     // Warm-up: route stats built, window buffers grown, threads' shards taken.
     for s in scenarios {
         for (_, app) in apps {
-            round(workers, app, statsd, s, n / 10);
+            round(workers, app, clients, s, n / 10);
         }
     }
     // costs[scenario][app][round]
@@ -443,7 +508,7 @@ fn measure(
     for _ in 0..rounds {
         for (si, s) in scenarios.iter().enumerate() {
             for (ai, (_, app)) in apps.iter().enumerate() {
-                costs[si][ai].push(round(workers, app, statsd, s, n));
+                costs[si][ai].push(round(workers, app, clients, s, n));
             }
         }
     }
@@ -484,12 +549,17 @@ fn measure(
         );
     }
     let one = over_identity[0];
+    // The same app behind the no-op layer: what a second busy core does to
+    // every request on this machine, with no line of the layer in it.
+    let identity = |si: usize| median(costs[si][layer - 1].iter().map(|c| c.cpu).collect());
     for (si, s) in scenarios.iter().enumerate().skip(1) {
         println!(
-            "  {:<22} adds {:.2}x what 1 thread adds (target <= 1.3x and <= 300 ns: {:+.0} ns)",
+            "  {:<22} adds {:.2}x what 1 thread adds (target <= 1.3x and <= 300 ns: {:+.0} ns); \
+             the no-op layer's app costs {:.2}x a request",
             s.name,
             over_identity[si] / one,
             over_identity[si],
+            identity(si) / identity(0),
         );
     }
 }

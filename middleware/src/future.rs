@@ -25,20 +25,10 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, recorder: Recorder) -> Self {
-        ResponseFuture {
-            inner,
-            recorder: Some(recorder),
-        }
-    }
-
-    /// The future of a request the layer does not record: the response
-    /// passes through untouched.
-    pub(crate) fn unrecorded(inner: F) -> Self {
-        ResponseFuture {
-            inner,
-            recorder: None,
-        }
+    /// `recorder`: `None` for a request the layer does not record (the
+    /// response passes through untouched).
+    pub(crate) fn new(inner: F, recorder: Option<Recorder>) -> Self {
+        ResponseFuture { inner, recorder }
     }
 }
 

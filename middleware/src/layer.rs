@@ -359,11 +359,16 @@ impl StatsdLayer {
         );
         sink.register(routes.clone());
         let select = &options.select;
+        let select = (select.predicate.is_some() || select.namer.is_some()).then(|| select.clone());
+        let user = options.user.as_ref().map(|(key, _)| key.clone());
         Arc::new(Shared {
+            reads_parts: select.is_some()
+                || request_tags.is_some()
+                || user.as_ref().is_some_and(UserKey::reads_parts),
             routes,
-            user: options.user.as_ref().map(|(key, _)| key.clone()),
+            user,
             tags: request_tags,
-            select: (select.predicate.is_some() || select.namer.is_some()).then(|| select.clone()),
+            select,
             grpc: options.grpc,
             _sink: sink.clone(),
         })

@@ -215,6 +215,7 @@ mod body;
 mod client;
 mod config;
 mod future;
+mod head;
 mod layer;
 mod naming;
 pub mod prelude;

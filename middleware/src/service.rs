@@ -7,6 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
+use crate::head::Head;
 use crate::naming::MethodTag;
 use crate::record::{Held, Recorder, Shared, TagIds};
 
@@ -60,41 +61,51 @@ where
         // quanta reads the CPU's time stamp counter where it is invariant:
         // a third of the cost of `std::time::Instant` here.
         let start = quanta::Instant::now();
+        if !self.state.state().shared.reads_parts {
+            let recorder = self.recorder(&Head::of(&req), start);
+            return ResponseFuture::new(self.inner.call(req), recorder);
+        }
         let (parts, body) = req.into_parts();
+        let recorder = self.recorder(&Head::of_parts(&parts), start);
+        ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), recorder)
+    }
+}
+
+impl<S> StatsdService<S> {
+    /// What records the request: `None` when it is not recorded (filtered
+    /// out, or past the route cap without an overflow route).
+    fn recorder(&self, head: &Head<'_>, start: quanta::Instant) -> Option<Recorder> {
         let state = self.state.state();
         let shared = &state.shared;
-        let shard = match &shared.select {
-            None => state.enter(matched_path(&parts)),
-            Some(select) => match select.template(&parts, matched_path(&parts)) {
+        let matched = matched_path(head.extensions);
+        let shard = match (&shared.select, head.parts) {
+            (None, _) => state.enter(matched),
+            // A filter or a route namer: `reads_parts`, so the head is
+            // `Parts`.
+            (Some(select), Some(parts)) => match select.template(parts, matched) {
                 Ok(template) => state.enter(template.as_deref()),
                 Err(()) => None,
             },
+            (Some(_), None) => None,
+        }?;
+        let user = shared.user.as_ref().and_then(|key| key.token(head));
+        let tags = match (&shared.tags, head.parts) {
+            (Some(tags), Some(parts)) => tags.ids(parts),
+            _ => TagIds::NONE,
         };
-        let Some(shard) = shard else {
-            // Not recorded: nothing entered, nothing to report.
-            return ResponseFuture::unrecorded(self.inner.call(Request::from_parts(parts, body)));
-        };
-        let user = shared.user.as_ref().and_then(|key| key.token(&parts));
-        let tags = match &shared.tags {
-            Some(tags) => tags.ids(&parts),
-            None => TagIds::NONE,
-        };
-        let method = MethodTag::of(&parts.method);
-        let recorder = Recorder::new(shard, start, method, tags, user, shared.grpc);
-        let future = self.inner.call(Request::from_parts(parts, body));
-        ResponseFuture::new(future, recorder)
+        let method = MethodTag::of(head.method);
+        Some(Recorder::new(shard, start, method, tags, user, shared.grpc))
     }
 }
 
 #[cfg(feature = "axum")]
-fn matched_path(parts: &http::request::Parts) -> Option<&str> {
-    parts
-        .extensions
+fn matched_path(extensions: &http::Extensions) -> Option<&str> {
+    extensions
         .get::<axum::extract::MatchedPath>()
         .map(|path| path.as_str())
 }
 
 #[cfg(not(feature = "axum"))]
-fn matched_path(_parts: &http::request::Parts) -> Option<&str> {
+fn matched_path(_extensions: &http::Extensions) -> Option<&str> {
     None
 }

@@ -15,6 +15,8 @@ use http::header::HeaderName;
 use http::request::Parts;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::head::Head;
+
 /// Longest user key sent as it is; longer keys are hashed.
 pub const MAX_PLAIN_USER_KEY: usize = 64;
 
@@ -144,21 +146,29 @@ impl UserKey {
         UserKey { source, key: None }
     }
 
-    /// The request's set member, if it carries a non-empty user key.
-    pub(crate) fn token(&self, parts: &Parts) -> Option<UserToken> {
+    /// Whether the key is read by a closure of the application, which is
+    /// given the request's head as `Parts`.
+    pub(crate) fn reads_parts(&self) -> bool {
+        matches!(self.source, Source::Custom(_))
+    }
+
+    /// The request's set member, if it carries a non-empty user key. A
+    /// [`from_fn`](Self::from_fn) key is read only from a head taken apart
+    /// ([`reads_parts`](Self::reads_parts)).
+    pub(crate) fn token(&self, head: &Head<'_>) -> Option<UserToken> {
         let raw: Cow<'_, [u8]> = match &self.source {
             Source::Query(name) => {
                 // Only the matching value is decoded: other parameters
                 // (`?msg=Hello+world`) cost no allocation.
-                let query = parts.uri.query()?;
+                let query = head.uri.query()?;
                 let value = query.split('&').find_map(|pair| {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                     (*form_decode(key) == *name.as_bytes()).then_some(value)
                 })?;
                 form_decode(value)
             }
-            Source::Header(name) => Cow::Borrowed(parts.headers.get(name)?.as_bytes()),
-            Source::Custom(f) => match f(parts)? {
+            Source::Header(name) => Cow::Borrowed(head.headers.get(name)?.as_bytes()),
+            Source::Custom(f) => match f(head.parts?)? {
                 Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
                 Cow::Owned(v) => Cow::Owned(v.into_bytes()),
             },
@@ -222,32 +232,47 @@ mod tests {
     #[test]
     fn plain_values_pass_hostile_values_are_hashed() {
         let key = UserKey::query("id");
-        assert_eq!(key.token(&parts("/user?id=123")).unwrap().as_str(), "123");
         assert_eq!(
-            key.token(&parts("/user?x=1&id=a.b%40c")).unwrap().as_str(),
+            key.token(&Head::of_parts(&parts("/user?id=123")))
+                .unwrap()
+                .as_str(),
+            "123"
+        );
+        assert_eq!(
+            key.token(&Head::of_parts(&parts("/user?x=1&id=a.b%40c")))
+                .unwrap()
+                .as_str(),
             "a.b@c"
         );
-        assert_eq!(key.token(&parts("/user?id=")), None);
-        assert_eq!(key.token(&parts("/user")), None);
+        assert_eq!(key.token(&Head::of_parts(&parts("/user?id="))), None);
+        assert_eq!(key.token(&Head::of_parts(&parts("/user"))), None);
         let evil = key
-            .token(&parts("/user?id=x%0Astatstest.root.called%3A999%7Cc"))
+            .token(&Head::of_parts(&parts(
+                "/user?id=x%0Astatstest.root.called%3A999%7Cc",
+            )))
             .unwrap();
         // Decoded first, then hashed: the known answer for the decoded bytes.
         assert_eq!(evil.as_str(), "he34a0abafc485f51dd5884599853ff5f");
         let long = format!("/user?id={}", "a".repeat(65));
-        assert_eq!(key.token(&parts(&long)).unwrap().as_str().len(), 33);
+        assert_eq!(
+            key.token(&Head::of_parts(&parts(&long)))
+                .unwrap()
+                .as_str()
+                .len(),
+            33
+        );
     }
 
     #[test]
     fn header_and_keyed_hash() {
         let header = UserKey::header(HeaderName::from_static("x-user"));
-        let token = header.token(&parts("/")).unwrap();
+        let token = header.token(&Head::of_parts(&parts("/"))).unwrap();
         assert_eq!(token.as_str(), "h727e006b30f48e68984c9931a7a5dba7");
         let keyed = UserKey::query("id").keyed_hash([1; 16]);
-        let a = keyed.token(&parts("/?id=123")).unwrap();
+        let a = keyed.token(&Head::of_parts(&parts("/?id=123"))).unwrap();
         assert_ne!(a.as_str(), "123");
         let other = UserKey::query("id").keyed_hash([2; 16]);
-        assert_ne!(a, other.token(&parts("/?id=123")).unwrap());
+        assert_ne!(a, other.token(&Head::of_parts(&parts("/?id=123"))).unwrap());
     }
 
     /// The token the docs promise, computed independently of `tokenize`:
@@ -343,7 +368,10 @@ mod tests {
             );
         }
         assert_eq!(
-            keyed.token(&parts("/?id=123")).unwrap().as_str(),
+            keyed
+                .token(&Head::of_parts(&parts("/?id=123")))
+                .unwrap()
+                .as_str(),
             reference(b"123", Some(secret))
         );
     }
@@ -370,11 +398,49 @@ mod tests {
     }
 
     #[test]
+    fn a_request_left_whole_gives_the_token_its_parts_give_and_only_closures_need_parts() {
+        let request = || {
+            http::Request::get("/user?id=123")
+                .header("x-user", "bob")
+                .body(())
+                .unwrap()
+        };
+        let whole = request();
+        let (head, ()) = request().into_parts();
+        for key in [
+            UserKey::query("id"),
+            UserKey::header(HeaderName::from_static("x-user")),
+        ] {
+            assert!(!key.reads_parts(), "{key:?}");
+            let token = key.token(&Head::of(&whole));
+            assert!(token.is_some(), "{key:?}");
+            assert_eq!(token, key.token(&Head::of_parts(&head)), "{key:?}");
+        }
+        let custom = UserKey::from_fn(|parts| {
+            let user = parts.headers.get("x-user")?.to_str().ok()?;
+            Some(Cow::Borrowed(user))
+        });
+        assert!(custom.reads_parts());
+        assert_eq!(
+            custom.token(&Head::of_parts(&head)).unwrap().as_str(),
+            "bob"
+        );
+        assert_eq!(
+            custom.token(&Head::of(&whole)),
+            None,
+            "read only from parts"
+        );
+    }
+
+    #[test]
     fn extension_source() {
         let mut p = parts("/");
         p.extensions.insert(42_u32);
         assert_eq!(
-            UserKey::extension::<u32>().token(&p).unwrap().as_str(),
+            UserKey::extension::<u32>()
+                .token(&Head::of_parts(&p))
+                .unwrap()
+                .as_str(),
             "42"
         );
     }

@@ -192,6 +192,7 @@ mod tests {
             tags: None,
             select: None,
             grpc: false,
+            reads_parts: false,
             _sink: sink,
         })
     }

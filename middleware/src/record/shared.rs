@@ -20,6 +20,9 @@ pub(crate) struct Shared {
     pub(crate) select: Option<Select>,
     /// Whether the status counted is the gRPC status.
     pub(crate) grpc: bool,
+    /// Whether a closure of the application reads the request's head (as
+    /// `Parts`): the request is then taken apart (see `head.rs`).
+    pub(crate) reads_parts: bool,
     /// Keeps the sink (and its flusher) alive as long as the layer lives.
     pub(crate) _sink: AggregatingSink,
 }

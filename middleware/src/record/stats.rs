@@ -571,6 +571,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::head::Head;
     use crate::naming::Naming;
     use crate::sink::testing::{daemon, lines, pipe, spy, within_5s};
     use crate::sink::Protocol;
@@ -587,7 +588,7 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        UserKey::query("id").token(&parts)
+        UserKey::query("id").token(&Head::of_parts(&parts))
     }
 
     fn key(method: &'static str, status: u16) -> Key {

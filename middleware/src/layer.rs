@@ -325,6 +325,11 @@ impl StatsdLayer {
     /// The routes' statistics for these options, drained by the sink's
     /// flusher from now on.
     fn shared(sink: &AggregatingSink, prefix: &str, tags: &str, options: &Options) -> Arc<Shared> {
+        // quanta calibrates the time stamp counter against the system clock
+        // on its first reading (about a millisecond here, up to 200 ms on a
+        // busy machine): done now, as the layer is applied, not in the
+        // first request.
+        quanta::Instant::now();
         let set = options.user.as_ref().map(|(_, set)| set.as_str());
         let sizes = options.response_sizes && sink.server().reads_distributions();
         let naming = Naming::new(prefix, options.mode, &options.overrides, set)

@@ -23,7 +23,13 @@ pub fn logged(f: impl FnOnce()) -> String {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    tracing::subscriber::with_default(subscriber, f);
+    let guard = tracing::subscriber::set_default(subscriber);
+    // A callsite first hit by another test's thread while this subscriber
+    // was being registered can keep the interest it computed without it
+    // (and skip this thread's events); computed again now, it includes it.
+    tracing::callsite::rebuild_interest_cache();
+    f();
+    drop(guard);
     let bytes = captured.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()
 }

@@ -23,13 +23,18 @@ pub fn logged(f: impl FnOnce()) -> String {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
+    // tracing caches each callsite's interest for the whole process, from
+    // the first thread that reaches it. While at most one subscriber is
+    // registered, that thread's own subscriber decides: a parallel test's
+    // thread with none caches "never", and this thread's events are lost.
+    // A second subscriber held meanwhile makes every registration ask all
+    // of them; the rebuild heals a callsite cached before this one was set.
+    let anchor = tracing::Dispatch::new(tracing_subscriber::registry());
     let guard = tracing::subscriber::set_default(subscriber);
-    // A callsite first hit by another test's thread while this subscriber
-    // was being registered can keep the interest it computed without it
-    // (and skip this thread's events); computed again now, it includes it.
     tracing::callsite::rebuild_interest_cache();
     f();
     drop(guard);
+    drop(anchor);
     let bytes = captured.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()
 }

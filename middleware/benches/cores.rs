@@ -316,7 +316,7 @@ fn main() {
     println!(
         "one router from 1 and 2 OS threads ({cores} cores): medians of {rounds} alternating \
          rounds of {n} requests per thread; CPU of every thread of the process (the flusher's \
-         included) per request; server profile {server:?}"
+         included) per request; server profile {server}"
     );
     let routers = [
         ("bare", App::Router(routes().with_state(()))),

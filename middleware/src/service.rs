@@ -9,7 +9,7 @@ use tower_service::Service;
 use crate::future::ResponseFuture;
 use crate::head::Head;
 use crate::naming::MethodTag;
-use crate::record::{Held, Recorder, Shared, TagIds};
+use crate::record::{Held, Recorder, ServiceState, Shared, TagIds};
 
 /// The service made by [`StatsdLayer`](crate::StatsdLayer).
 ///
@@ -61,41 +61,39 @@ where
         // quanta reads the CPU's time stamp counter where it is invariant:
         // a third of the cost of `std::time::Instant` here.
         let start = quanta::Instant::now();
-        if !self.state.state().shared.reads_parts {
-            let recorder = self.recorder(&Head::of(&req), start);
+        let state = self.state.state();
+        if !state.shared.reads_parts {
+            let recorder = recorder(state, &Head::of(&req), start);
             return ResponseFuture::new(self.inner.call(req), recorder);
         }
         let (parts, body) = req.into_parts();
-        let recorder = self.recorder(&Head::of_parts(&parts), start);
+        let recorder = recorder(state, &Head::of_parts(&parts), start);
         ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), recorder)
     }
 }
 
-impl<S> StatsdService<S> {
-    /// What records the request: `None` when it is not recorded (filtered
-    /// out, or past the route cap without an overflow route).
-    fn recorder(&self, head: &Head<'_>, start: quanta::Instant) -> Option<Recorder> {
-        let state = self.state.state();
-        let shared = &state.shared;
-        let matched = matched_path(head.extensions);
-        let shard = match (&shared.select, head.parts) {
-            (None, _) => state.enter(matched),
-            // A filter or a route namer: `reads_parts`, so the head is
-            // `Parts`.
-            (Some(select), Some(parts)) => match select.template(parts, matched) {
-                Ok(template) => state.enter(template.as_deref()),
-                Err(()) => None,
-            },
-            (Some(_), None) => None,
-        }?;
-        let user = shared.user.as_ref().and_then(|key| key.token(head));
-        let tags = match (&shared.tags, head.parts) {
-            (Some(tags), Some(parts)) => tags.ids(parts),
-            _ => TagIds::NONE,
-        };
-        let method = MethodTag::of(head.method);
-        Some(Recorder::new(shard, start, method, tags, user, shared.grpc))
-    }
+/// What records the request: `None` when it is not recorded (filtered out,
+/// or past the route cap without an overflow route).
+fn recorder(state: &ServiceState, head: &Head<'_>, start: quanta::Instant) -> Option<Recorder> {
+    let shared = &state.shared;
+    let matched = matched_path(head.extensions);
+    let shard = match (&shared.select, head.parts) {
+        (None, _) => state.enter(matched),
+        // A filter or a route namer: `reads_parts`, so the head is
+        // `Parts`.
+        (Some(select), Some(parts)) => match select.template(parts, matched) {
+            Ok(template) => state.enter(template.as_deref()),
+            Err(()) => None,
+        },
+        (Some(_), None) => None,
+    }?;
+    let user = shared.user.as_ref().and_then(|key| key.token(head));
+    let tags = match (&shared.tags, head.parts) {
+        (Some(tags), Some(parts)) => tags.ids(parts),
+        _ => TagIds::NONE,
+    };
+    let method = MethodTag::of(head.method);
+    Some(Recorder::new(shard, start, method, tags, user, shared.grpc))
 }
 
 #[cfg(feature = "axum")]

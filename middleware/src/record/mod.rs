@@ -26,7 +26,7 @@ use crate::naming::{MethodTag, Status};
 use crate::route::grpc_status;
 use crate::user::UserToken;
 
-pub(crate) use anchor::Held;
+pub(crate) use anchor::{Held, ServiceState};
 pub(crate) use routes::Routes;
 pub(crate) use shared::Shared;
 pub(crate) use stats::{Key, ShardRef};
